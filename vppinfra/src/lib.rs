@@ -1,0 +1,14 @@
+//! The clib layer every other crate stands on.
+//!
+//! - [`sync`]: the one facade over `std` and `loom` synchronisation types.
+//! - [`bench`]: a small harness for `harness = false` benchmarks (figures beside baselines).
+//! - [`testing`] (feature `testing`, dev only): the multi-process test harness.
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod sync;
+
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+#[allow(clippy::disallowed_types)] // Test infrastructure is never loom-checked.
+pub mod testing;

@@ -1,0 +1,343 @@
+//! `cargo xtask`: the project's automation, in Rust, with the standard library only.
+//!
+//! Every command echoes the command lines it runs. See `cargo xtask help`.
+#![forbid(unsafe_code)]
+
+mod tidy;
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+const HELP: &str = "\
+cargo xtask <command> [args]
+
+  fmt [--fix]            check formatting (or fix it)
+  lint                   clippy on every target, warnings are errors
+  test                   unit + integration + doc tests, bench smoke runs, loom models,
+                         then multi-process tests (what CI runs)
+  loom [FILTER] [--preemptions N]
+                         loom models (own target dir: target/loom)
+  mp [FILTER]            multi-process tests (tests/mp_*.rs), one at a time
+  bench [NAME] [--report] benchmarks in release mode (NAME: a file stem under */benches/)
+  doc                    rustdoc with warnings as errors
+  tidy                   layering, SAFETY comments, lint inheritance
+  ci                     fmt, lint, tidy, test, doc; stops at the first failure
+  demo                   build and show what the project can do
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    };
+    let started = Instant::now();
+    let result = match cmd.as_str() {
+        "fmt" => fmt(rest.iter().any(|a| a == "--fix")),
+        "lint" => lint(),
+        "test" => test(),
+        "loom" => loom(rest),
+        "mp" => mp(rest.first().map(String::as_str)),
+        "bench" => bench(rest),
+        "doc" => doc(),
+        "tidy" => tidy_cmd(),
+        "ci" => ci(),
+        "demo" => demo(),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => {
+            eprintln!(
+                "xtask {cmd}: ok in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask {cmd}: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `cmd`, echoing it first; an unsuccessful exit is an error.
+fn run(mut cmd: Command) -> Result {
+    echo(&cmd);
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` exited with {status}", render(&cmd)))
+    }
+}
+
+fn echo(cmd: &Command) {
+    eprintln!("$ {}", render(cmd));
+}
+
+fn render(cmd: &Command) -> String {
+    let mut out = String::new();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            out.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
+        }
+    }
+    out.push_str(&cmd.get_program().to_string_lossy());
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        if a.contains(' ') || a.contains('*') {
+            out.push_str(&format!(" '{a}'"));
+        } else {
+            out.push(' ');
+            out.push_str(&a);
+        }
+    }
+    out
+}
+
+fn fmt(fix: bool) -> Result {
+    let mut cmd = cargo();
+    cmd.args(["fmt", "--all"]);
+    if !fix {
+        cmd.args(["--", "--check"]);
+    }
+    run(cmd)
+}
+
+fn lint() -> Result {
+    let mut cmd = cargo();
+    cmd.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(cmd)?;
+    // The loom build sees different code (cfg(loom)); lint it too.
+    let mut cmd = loom_cargo();
+    cmd.args(["clippy", "--workspace", "--lib", "--tests", "--", "-D", "warnings"]);
+    run(cmd)
+}
+
+/// Integration test files of every member, split by kind.
+struct TestFiles {
+    /// (package, test target) for ordinary integration tests.
+    plain: Vec<(String, String)>,
+    /// Packages that have `tests/mp_*.rs`.
+    mp: Vec<(String, String)>,
+}
+
+fn test_files() -> Result<TestFiles> {
+    let mut files = TestFiles {
+        plain: Vec::new(),
+        mp: Vec::new(),
+    };
+    for member in tidy::members(&root())? {
+        let dir = member.dir.join("tests");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut stems: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let p = e.path();
+                (p.extension()? == "rs").then(|| p.file_stem()?.to_str().map(str::to_owned))?
+            })
+            .collect();
+        stems.sort();
+        for stem in stems {
+            if stem.starts_with("mp_") {
+                files.mp.push((member.name.clone(), stem));
+            } else if !stem.starts_with("loom_") {
+                files.plain.push((member.name.clone(), stem));
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn test() -> Result {
+    let files = test_files()?;
+    // Unit tests, ordinary integration tests and the bench smoke runs, in one cargo call.
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--lib", "--bins", "--benches"]);
+    for (_, stem) in &files.plain {
+        cmd.args(["--test", stem]);
+    }
+    run(cmd)?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--doc"]);
+    run(cmd)?;
+    loom(&[])?;
+    mp(None)
+}
+
+fn loom_cargo() -> Command {
+    let mut cmd = cargo();
+    let mut flags = env::var("RUSTFLAGS").unwrap_or_default();
+    flags.push_str(" --cfg loom -C debug-assertions");
+    cmd.env("RUSTFLAGS", flags.trim())
+        .env("CARGO_TARGET_DIR", root().join("target/loom"));
+    cmd
+}
+
+fn loom(args: &[String]) -> Result {
+    let mut filter = String::from("loom_");
+    let mut preemptions = String::from("2");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--preemptions" {
+            preemptions = it.next().ok_or("--preemptions needs a number")?.clone();
+        } else {
+            filter = a.clone();
+        }
+    }
+    let mut cmd = loom_cargo();
+    cmd.env("LOOM_MAX_PREEMPTIONS", &preemptions)
+        .env("LOOM_MAX_BRANCHES", "10000")
+        .args(["test", "--release", "--workspace", "--lib"]);
+    for member in tidy::members(&root())? {
+        let Ok(entries) = std::fs::read_dir(member.dir.join("tests")) else {
+            continue;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
+                if stem.starts_with("loom_") && p.extension().is_some_and(|x| x == "rs") {
+                    cmd.args(["--test", stem]);
+                }
+            }
+        }
+    }
+    cmd.args(["--", &filter]);
+    run(cmd)
+}
+
+/// Builds the workspace binaries (multi-process tests start them), then runs every
+/// `tests/mp_*.rs`, one test at a time.
+fn mp(filter: Option<&str>) -> Result {
+    let files = test_files()?;
+    if files.mp.is_empty() {
+        eprintln!("no multi-process tests yet");
+        return Ok(());
+    }
+    let mut cmd = cargo();
+    cmd.args(["build", "--workspace", "--bins"]);
+    run(cmd)?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]);
+    for (_, stem) in &files.mp {
+        cmd.args(["--test", stem]);
+    }
+    cmd.args(["--", "--test-threads=1"]);
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    run(cmd)
+}
+
+fn bench(args: &[String]) -> Result {
+    let report = args.iter().any(|a| a == "--report");
+    let name = args.iter().find(|a| !a.starts_with("--"));
+    let mut benches = Vec::new();
+    for member in tidy::members(&root())? {
+        let Ok(entries) = std::fs::read_dir(member.dir.join("benches")) else {
+            continue;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "rs") {
+                if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
+                    benches.push((member.name.clone(), stem.to_owned()));
+                }
+            }
+        }
+    }
+    benches.sort();
+    let selected: Vec<_> = benches
+        .iter()
+        .filter(|(_, b)| name.is_none_or(|n| n == b))
+        .collect();
+    if selected.is_empty() {
+        let known: Vec<_> = benches.iter().map(|(_, b)| b.as_str()).collect();
+        return Err(format!(
+            "no benchmark named {:?}; known: {}",
+            name.map(String::as_str).unwrap_or(""),
+            known.join(", ")
+        ));
+    }
+    for (pkg, b) in selected {
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", pkg, "--bench", b]);
+        if report {
+            cmd.args(["--", "--report"]);
+        }
+        run(cmd)?;
+    }
+    Ok(())
+}
+
+fn doc() -> Result {
+    let mut cmd = cargo();
+    cmd.env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"]);
+    run(cmd)
+}
+
+fn tidy_cmd() -> Result {
+    eprintln!("$ tidy (layering table, SAFETY comments, [lints] workspace = true)");
+    let problems = tidy::check(&root())?;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        for p in &problems {
+            eprintln!("tidy: {p}");
+        }
+        Err(format!("{} tidy problem(s)", problems.len()))
+    }
+}
+
+fn ci() -> Result {
+    fmt(false)?;
+    lint()?;
+    tidy_cmd()?;
+    test()?;
+    doc()
+}
+
+fn demo() -> Result {
+    let mut cmd = cargo();
+    cmd.args(["build", "--workspace", "--bins"]);
+    run(cmd)?;
+    eprintln!(
+        "The API server and vat are not built yet; `cargo xtask test` shows what works so far."
+    );
+    Ok(())
+}
