@@ -1,6 +1,9 @@
 //! The socket API transport.
 //!
-//! It will hold the AF_UNIX stream server and client with VPP's 16-byte framing, and the pivot
-//! from a socket connection to a private shared-memory segment whose fd travels over the socket.
-//! Nothing is implemented yet.
+//! - [`frame`]: VPP's 16-byte framing, a reassembling reader and a batching output buffer.
+//!
+//! The server side of a connection and the Rust socket client build on these; the pivot from a
+//! socket connection to a private shared-memory segment lives here too.
 #![deny(unsafe_code)]
+
+pub mod frame;
