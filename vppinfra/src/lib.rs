@@ -1,12 +1,14 @@
 //! The clib layer every other crate stands on.
 //!
 //! - [`sync`]: the one facade over `std` and `loom` synchronisation types.
+//! - [`time`]: CPU ticks calibrated against the monotonic clock, `now_seconds`, a stopwatch.
 //! - [`bench`]: a small harness for `harness = false` benchmarks (figures beside baselines).
 //! - [`testing`] (feature `testing`, dev only): the multi-process test harness.
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod sync;
+pub mod time;
 
 #[cfg(feature = "testing")]
 #[doc(hidden)]
