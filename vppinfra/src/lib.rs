@@ -2,11 +2,13 @@
 //!
 //! - [`sync`]: the one facade over `std` and `loom` synchronisation types.
 //! - [`time`]: CPU ticks calibrated against the monotonic clock, `now_seconds`, a stopwatch.
+//! - [`format`]: memory sizes, hex dumps, fixed-width tables, durations, rates for CLI output.
 //! - [`bench`]: a small harness for `harness = false` benchmarks (figures beside baselines).
 //! - [`testing`] (feature `testing`, dev only): the multi-process test harness.
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod format;
 pub mod sync;
 pub mod time;
 
