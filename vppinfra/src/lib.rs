@@ -3,6 +3,7 @@
 //! - [`sync`]: the one facade over `std` and `loom` synchronisation types.
 //! - [`time`]: CPU ticks calibrated against the monotonic clock, `now_seconds`, a stopwatch.
 //! - [`format`]: memory sizes, hex dumps, fixed-width tables, durations, rates for CLI output.
+//! - [`unformat`]: a cursor over command text: words, keywords, numbers, sizes, quoted strings.
 //! - [`bench`]: a small harness for `harness = false` benchmarks (figures beside baselines).
 //! - [`testing`] (feature `testing`, dev only): the multi-process test harness.
 #![warn(missing_docs)]
@@ -11,6 +12,7 @@ pub mod bench;
 pub mod format;
 pub mod sync;
 pub mod time;
+pub mod unformat;
 
 #[cfg(feature = "testing")]
 #[doc(hidden)]
