@@ -1,5 +1,28 @@
-//! Shared virtual memory: the layer that maps memory two processes share.
+//! Shared virtual memory: the layer that maps memory two processes share, and the queue that
+//! carries work between them. It knows nothing about API messages.
 //!
-//! It will hold memfd-backed segments (create, seal, share by fd, attach, header, in-segment
-//! heap), named segments for attach-by-name, and the process-shared message queue. It knows
-//! nothing about API messages. Nothing is implemented yet.
+//! - [`segment`]: memfd-backed segments (create, size, seal, map, header page with a `ready`
+//!   handshake, attach from a received fd), and named segments in `/dev/shm` for attach-by-name.
+//! - [`queue`]: a bounded, lock-free single-producer/single-consumer queue of fixed-size
+//!   elements inside a segment (or any [`region::SharedRegion`]), safe against a peer that dies at
+//!   any instruction or scribbles over the shared memory.
+//! - [`notify`]: parking and waking across processes (futex or eventfd), and wait policies.
+//! - [`region`]: the mapped memory both build on, viewed only through atomics.
+//!
+//! Every value read from shared memory is treated as hostile: indices are bounds-checked,
+//! elements are copied out before anyone looks at them, and every wait on a word a peer controls
+//! has a deadline.
+//!
+//! Under `--cfg loom` the queue and the `ready` handshake run on process-local memory (loom's
+//! atomics cannot live in a memfd), with the futex modelled by a mutex and a condition variable;
+//! everything that maps memory is compiled out.
+
+#[cfg(not(loom))]
+mod futex;
+#[cfg(loom)]
+#[path = "futex.rs"]
+mod futex;
+pub mod notify;
+pub mod queue;
+#[cfg(not(loom))]
+pub mod region;

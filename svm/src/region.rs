@@ -1,0 +1,333 @@
+//! Memory shared with other processes: [`SharedRegion`], a mapped range kept alive by whoever
+//! uses it, and the private `Mapping` that owns an `mmap`.
+//!
+//! # Safety
+//!
+//! Invariants this module keeps, on which the rest of the crate relies:
+//!
+//! 1. A `SharedRegion` describes `len` bytes at `base` that stay mapped readable and writable for
+//!    as long as the region or any clone of it lives. For regions made here that holds because the
+//!    region holds an `Arc` of the `Mapping`, which unmaps only on its last drop; for
+//!    [`SharedRegion::from_raw_parts`] the caller promises it.
+//! 2. Those bytes may be written by another process at any time. This crate therefore never
+//!    creates a `&`/`&mut` to plain bytes of a region: it only hands out references to types made
+//!    entirely of atomics (the [`AtomicLayout`] types, for which every bit pattern is a valid
+//!    value and all mutation is interior), and it copies data with atomic word accesses.
+//! 3. Views handed out by [`SharedRegion::view`] and [`SharedRegion::words`] are bounds- and
+//!    alignment-checked against `len` before the pointer is formed.
+//!
+//! `mmap`/`munmap` are called through nix. Every mapping is made with a `NULL` address hint or
+//! with `MAP_FIXED_NOREPLACE`, never `MAP_FIXED`, so no mapping of the process is ever replaced.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::os::fd::AsFd;
+use std::ptr::NonNull;
+
+use nix::errno::Errno;
+use nix::sys::mman::{MapFlags, ProtFlags};
+use vppinfra::sync::{Arc, AtomicU64};
+
+/// Marks a `#[repr(C)]` type that may be viewed in place in shared memory.
+///
+/// # Safety
+///
+/// Implementors must be made only of atomics (and padding), so that every bit pattern is a valid
+/// value and every mutation goes through interior mutability; their alignment must be at most
+/// the page size.
+pub(crate) unsafe trait AtomicLayout {}
+
+/// An owned `mmap` of a file (or anonymous memory), unmapped on drop.
+pub(crate) struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Mapping` is an address range, not data; the bytes behind it are only accessed through
+// `SharedRegion` views, which are atomic (module invariant 2). Unmapping from another thread is
+// as valid as from this one.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` gives out nothing but the address and length.
+unsafe impl Sync for Mapping {}
+
+/// Where a shared mapping should be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Wherever the kernel likes.
+    Anywhere,
+    /// Exactly this address, failing with `EEXIST` if anything is mapped there already.
+    FixedNoReplace(NonZeroUsize),
+}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` from offset 0, shared and read-write.
+    pub(crate) fn map_shared(
+        fd: impl AsFd,
+        len: NonZeroUsize,
+        placement: Placement,
+    ) -> Result<Self, Errno> {
+        let (addr, flags) = match placement {
+            Placement::Anywhere => (None, MapFlags::MAP_SHARED),
+            Placement::FixedNoReplace(addr) => (
+                Some(addr),
+                MapFlags::MAP_SHARED | MapFlags::MAP_FIXED_NOREPLACE,
+            ),
+        };
+        // SAFETY: mmap(2) with a NULL hint or MAP_FIXED_NOREPLACE never replaces an existing
+        // mapping, so no live Rust object can be unmapped or aliased by this call. The result is a
+        // fresh MAP_SHARED range owned by the returned `Mapping`.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                addr,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        }?;
+        let mapping = Self {
+            base: ptr.cast(),
+            len: len.get(),
+        };
+        // Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and treat the address as a hint.
+        if let Placement::FixedNoReplace(addr) = placement {
+            if mapping.base.as_ptr() as usize != addr.get() {
+                return Err(Errno::EEXIST);
+            }
+        }
+        Ok(mapping)
+    }
+
+    /// Maps `len` bytes of zeroed anonymous memory, shared (inherited across `fork`).
+    pub(crate) fn anonymous(len: NonZeroUsize) -> Result<Self, Errno> {
+        // SAFETY: mmap(2) with a NULL hint creates a new mapping and replaces nothing; the result
+        // is owned by the returned `Mapping`.
+        let ptr = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED | MapFlags::MAP_ANONYMOUS,
+            )
+        }?;
+        Ok(Self {
+            base: ptr.cast(),
+            len: len.get(),
+        })
+    }
+
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the range this `Mapping` mapped and still owns; every
+        // view into it borrows a `SharedRegion` holding this `Mapping`'s `Arc`, so none outlives
+        // it (module invariant 1).
+        let _ = unsafe { nix::sys::mman::munmap(self.base.cast(), self.len) };
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// A range of memory that may be shared with other processes, and the handle that keeps it
+/// mapped. Cheap to clone; queues hold a clone so their memory outlives the segment handle.
+///
+/// Every value read from a region may have been written by a hostile peer.
+#[derive(Clone)]
+pub struct SharedRegion {
+    base: NonNull<u8>,
+    len: usize,
+    _keep: Option<Arc<Mapping>>,
+}
+
+// SAFETY: the region's bytes are only reached through atomic views (module invariant 2), so
+// sharing the pointer between threads cannot cause a data race; the keep-alive `Arc` is Send.
+unsafe impl Send for SharedRegion {}
+// SAFETY: as above; all access through `&SharedRegion` is atomic.
+unsafe impl Sync for SharedRegion {}
+
+impl SharedRegion {
+    /// A region over memory the caller manages (another allocator, a mapping made elsewhere).
+    ///
+    /// # Safety
+    ///
+    /// - `base..base + len` must be mapped readable and writable for as long as the returned
+    ///   region or any clone of it (including the queue handles built on it) lives.
+    /// - Nothing in this process may access those bytes other than through `svm` views or other
+    ///   atomic accesses (another process may write them freely).
+    pub unsafe fn from_raw_parts(base: NonNull<u8>, len: usize) -> Self {
+        Self {
+            base,
+            len,
+            _keep: None,
+        }
+    }
+
+    /// A fresh zeroed anonymous shared mapping of `len` bytes (rounded up to the page size),
+    /// for queues between threads or between a process and the children it forks.
+    pub fn anonymous(len: usize) -> Result<Self, Errno> {
+        let len =
+            NonZeroUsize::new(page_round_up(len).ok_or(Errno::ENOMEM)?).ok_or(Errno::EINVAL)?;
+        Ok(Self::from_mapping(Mapping::anonymous(len)?))
+    }
+
+    pub(crate) fn from_mapping(mapping: Mapping) -> Self {
+        Self {
+            base: mapping.base(),
+            len: mapping.len(),
+            _keep: Some(Arc::new(mapping)),
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty region.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The address the region is mapped at in this process (for display and placement only;
+    /// shared structures use offsets).
+    pub fn base_addr(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
+    /// True when `offset..offset + size` lies inside the region.
+    pub fn contains(&self, offset: usize, size: usize) -> bool {
+        offset.checked_add(size).is_some_and(|end| end <= self.len)
+    }
+
+    /// A view of the all-atomic `T` at `offset`, or `None` if it does not fit or is misaligned.
+    pub(crate) fn view<T: AtomicLayout>(&self, offset: usize) -> Option<&T> {
+        let ptr = self.checked_ptr(offset, size_of::<T>(), align_of::<T>())?;
+        // SAFETY: `checked_ptr` proved `offset..offset + size_of::<T>()` lies in the region and is
+        // aligned for `T`; the region stays mapped while `&self` lives (invariant 1); `T` is made
+        // of atomics only, so any bytes a peer wrote form a valid `T` and concurrent writes are
+        // interior mutation (invariant 2).
+        Some(unsafe { ptr.cast::<T>().as_ref() })
+    }
+
+    /// A view of `n_words` 64-bit atomic words at `offset`, or `None` if out of range or
+    /// misaligned.
+    pub(crate) fn words(&self, offset: usize, n_words: usize) -> Option<&[AtomicU64]> {
+        let size = n_words.checked_mul(8)?;
+        let ptr = self.checked_ptr(offset, size, align_of::<AtomicU64>())?;
+        // SAFETY: as in `view`: in bounds, aligned, mapped while `&self` lives, and `AtomicU64`
+        // has the size and alignment of `u64` and accepts any bit pattern.
+        Some(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>().as_ptr(), n_words) })
+    }
+
+    fn checked_ptr(&self, offset: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if !self.contains(offset, size) {
+            return None;
+        }
+        let addr = self.base_addr().checked_add(offset)?;
+        if addr % align != 0 {
+            return None;
+        }
+        // SAFETY: `offset <= len` (checked by `contains`), so the result stays inside (or one past)
+        // the mapped range that `base` starts, as `NonNull::add` requires.
+        Some(unsafe { self.base.add(offset) })
+    }
+}
+
+impl fmt::Debug for SharedRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedRegion")
+            .field("base", &format_args!("{:#x}", self.base_addr()))
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// The system page size.
+pub(crate) fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096)
+}
+
+/// `len` rounded up to a multiple of the page size, or `None` on overflow.
+pub(crate) fn page_round_up(len: usize) -> Option<usize> {
+    round_up(len, page_size())
+}
+
+/// `len` rounded up to a multiple of `to` (a power of two), or `None` on overflow.
+pub(crate) fn round_up(len: usize, to: usize) -> Option<usize> {
+    debug_assert!(to.is_power_of_two());
+    Some(len.checked_add(to - 1)? & !(to - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vppinfra::sync::{AtomicU32, Ordering};
+
+    #[repr(C)]
+    struct Pair {
+        a: AtomicU32,
+        b: AtomicU32,
+    }
+    // SAFETY: two atomics, no padding.
+    unsafe impl AtomicLayout for Pair {}
+
+    #[test]
+    fn views_are_bounds_and_alignment_checked() {
+        let region = SharedRegion::anonymous(100).unwrap();
+        assert_eq!(region.len(), page_size());
+        assert!(region.view::<Pair>(0).is_some());
+        assert!(region.view::<Pair>(2).is_none(), "misaligned");
+        assert!(region.view::<Pair>(region.len() - 8).is_some());
+        assert!(
+            region.view::<Pair>(region.len() - 4).is_none(),
+            "past the end"
+        );
+        assert!(region.view::<Pair>(usize::MAX - 2).is_none(), "overflow");
+        assert!(region.words(8, region.len() / 8 - 1).is_some());
+        assert!(region.words(8, region.len() / 8).is_none());
+        assert!(region.words(4, 1).is_none());
+        assert!(region.words(0, usize::MAX).is_none());
+    }
+
+    #[test]
+    fn clones_keep_the_mapping_alive() {
+        let region = SharedRegion::anonymous(4096).unwrap();
+        let clone = region.clone();
+        region
+            .view::<Pair>(0)
+            .unwrap()
+            .a
+            .store(7, Ordering::Relaxed);
+        drop(region);
+        assert_eq!(clone.view::<Pair>(0).unwrap().a.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn round_up_rounds() {
+        assert_eq!(round_up(0, 64), Some(0));
+        assert_eq!(round_up(1, 64), Some(64));
+        assert_eq!(round_up(64, 64), Some(64));
+        assert_eq!(round_up(usize::MAX, 64), None);
+    }
+}
