@@ -4,12 +4,15 @@
 //! - [`time`]: CPU ticks calibrated against the monotonic clock, `now_seconds`, a stopwatch.
 //! - [`format`]: memory sizes, hex dumps, fixed-width tables, durations, rates for CLI output.
 //! - [`unformat`]: a cursor over command text: words, keywords, numbers, sizes, quoted strings.
+//! - [`socket`]: `AF_UNIX` listen/connect with stale-socket handling, `SCM_RIGHTS` fd passing,
+//!   peer credentials, send-queue length.
 //! - [`bench`]: a small harness for `harness = false` benchmarks (figures beside baselines).
 //! - [`testing`] (feature `testing`, dev only): the multi-process test harness.
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod format;
+pub mod socket;
 pub mod sync;
 pub mod time;
 pub mod unformat;
