@@ -1,6 +1,6 @@
 //! Human-readable formatting for a VPP-style CLI: memory sizes, hex dumps, tables, durations.
 //!
-//! Each formatter is a small [`Display`](fmt::Display) adapter, so it composes with `format!`,
+//! Each formatter is a small [`Display`] adapter, so it composes with `format!`,
 //! `write!` and width flags (`{:>8}`) without building intermediate strings, plus a
 //! `format_*` function returning a `String` for convenience:
 //!

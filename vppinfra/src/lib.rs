@@ -2,7 +2,7 @@
 //!
 //! - [`sync`]: the one facade over `std` and `loom` synchronisation types.
 //! - [`time`]: CPU ticks calibrated against the monotonic clock, `now_seconds`, a stopwatch.
-//! - [`format`]: memory sizes, hex dumps, fixed-width tables, durations, rates for CLI output.
+//! - [`format`](mod@format): memory sizes, hex dumps, tables, durations, rates for CLI output.
 //! - [`unformat`]: a cursor over command text: words, keywords, numbers, sizes, quoted strings.
 //! - [`socket`]: `AF_UNIX` listen/connect with stale-socket handling, `SCM_RIGHTS` fd passing,
 //!   peer credentials, send-queue length.
