@@ -19,8 +19,9 @@
 //! * per struct type: a struct with `impl Wire`; per enum/enumflag: a newtype over its integer
 //!   with associated consts (unknown values survive decoding); per union: a byte-array newtype
 //!   with typed accessors; per alias: a `type` alias;
-//! * `MODULE_NAME`, `VERSION`, `MESSAGES` (name_crc keys in ID order) and `schema()`, which
-//!   returns the [`Module`] model for the message table, the dynamic codec and `get_api_json`.
+//! * `MODULE_NAME`, `VERSION`, `MESSAGES` (name_crc keys in ID order), `schema()`, which
+//!   returns the [`Module`] model for the message table, the dynamic codec and `get_api_json`,
+//!   and `visit_messages()`, which hands every message type to a `wire::MessageVisitor`.
 //!
 //! Count fields of variable arrays stay in the structs; encoding writes them from the arrays'
 //! lengths. This file is also compiled into `build.rs` (through `#[path]`).
@@ -164,6 +165,16 @@ pub fn generate_module(m: &Module, opts: &CodegenOptions) -> Result<String, Code
         g.message(&mut out, msg);
     }
     g.schema_fn(&mut out);
+    let c = g.c;
+    let _ = writeln!(out, "\n/// Calls `v.visit::<M>()` for every message type of the module, in ID order.");
+    let _ = writeln!(out, "pub fn visit_messages<V: {c}::wire::MessageVisitor>(v: &mut V) {{");
+    if m.messages.is_empty() {
+        let _ = writeln!(out, "    let _ = v;");
+    }
+    for msg in &m.messages {
+        let _ = writeln!(out, "    v.visit::<{}>();", camel(&msg.name));
+    }
+    let _ = writeln!(out, "}}");
     Ok(out)
 }
 

@@ -20,9 +20,18 @@
 extern crate self as vlibapi;
 
 pub mod codegen;
+pub mod dispatch;
 pub mod json;
 pub mod msgs;
+pub mod pretty;
 pub mod schema;
+pub mod table;
+pub mod trace;
+pub mod value;
 pub mod wire;
 
-pub use wire::{DecodeError, EncodeError, Message, Wire};
+pub use dispatch::{
+    ApiBuilder, ApiError, ClientIndex, Ctx, DispatchError, Dispatcher, Outbox, SendError,
+};
+pub use table::MessageTable;
+pub use wire::{DecodeError, EncodeError, Message, MessageVisitor, Wire};

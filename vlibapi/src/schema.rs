@@ -1384,7 +1384,7 @@ impl Schema {
     }
 
     /// Reads a JSON array of `.api.json` documents, as `get_api_json` returns. Documents carry
-    /// no names, so module `i` is named `module{i}` unless its messages reveal nothing better.
+    /// no names, so module `i` is named `module{i}`.
     pub fn from_api_json_array(text: &str) -> Result<Schema, SchemaLoadError> {
         let doc = json::parse(text).map_err(SchemaLoadError::Json)?;
         let docs = doc

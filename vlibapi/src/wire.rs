@@ -64,6 +64,13 @@ pub trait Message: Sized + Default + Clone + fmt::Debug + PartialEq + 'static {
     fn set_retval(&mut self, _retval: i32) {}
 }
 
+/// Something that wants to see every message type of a generated module, by type (for generic
+/// tests, tools and bulk registration). Generated modules call it from `visit_messages`.
+pub trait MessageVisitor {
+    /// Called once per message type, in ID order.
+    fn visit<M: Message>(&mut self);
+}
+
 /// A generated type (struct, union, enum, enumflag) that can be put on and read off the wire.
 pub trait Wire: Sized {
     /// Smallest encoded size.
