@@ -26,3 +26,9 @@ pub mod notify;
 pub mod queue;
 #[cfg(not(loom))]
 pub mod region;
+#[cfg(not(loom))]
+pub mod segment;
+/// Under loom only the segment header and its `ready` handshake exist (process-local).
+#[cfg(loom)]
+#[path = "segment/header.rs"]
+mod segment_header;

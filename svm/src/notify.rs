@@ -69,6 +69,17 @@ impl ParkWord {
         self.word.load(Ordering::Relaxed)
     }
 
+    /// `Acquire` load counterpart of [`ParkWord::store_release`] (for flag words such as a
+    /// segment's `ready`).
+    pub(crate) fn load_acquire(&self) -> u32 {
+        self.word.load(Ordering::Acquire)
+    }
+
+    /// Publishes `value` with `Release`: writes before it are visible to an `Acquire` reader.
+    pub(crate) fn store_release(&self, value: u32) {
+        self.word.store(value, Ordering::Release);
+    }
+
     /// Sets the word to 1 ("about to sleep"). The caller must fence before re-checking.
     pub(crate) fn announce(&self) {
         self.word.store(1, Ordering::Relaxed);

@@ -38,6 +38,11 @@ use vppinfra::sync::{Arc, AtomicU64};
 /// the page size.
 pub(crate) unsafe trait AtomicLayout {}
 
+// SAFETY: `SegmentHeader` is `#[repr(C)]` and made only of `AtomicU32`/`AtomicU64` (a `ParkWord`
+// is one `AtomicU32` outside loom), so every bit pattern is valid and all mutation is interior;
+// its alignment is 8.
+unsafe impl AtomicLayout for crate::segment::header::SegmentHeader {}
+
 /// An owned `mmap` of a file (or anonymous memory), unmapped on drop.
 pub(crate) struct Mapping {
     base: NonNull<u8>,
