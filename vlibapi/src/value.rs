@@ -195,9 +195,9 @@ fn decode_field(
             if is_u8 {
                 return Ok(Value::Bytes(r.bytes(n, name)?.to_vec()));
             }
-            // A fixed array can still be large; check it fits before allocating.
-            r.check_count(n, schema::min_size(types, &f.ty), name)?;
-            let mut items = Vec::with_capacity(n);
+            // The message's fixed part was checked up front, so `n` elements are bounded by the
+            // input; cap the allocation by it anyway.
+            let mut items = Vec::with_capacity(n.min(r.remaining()));
             for _ in 0..n {
                 items.push(decode_type(types, &f.ty, f.host_order, name, r, depth)?);
             }
@@ -309,8 +309,7 @@ fn decode_type(
                     if is_byte(types, &a.ty) {
                         return Ok(Value::Bytes(r.bytes(n as usize, name)?.to_vec()));
                     }
-                    r.check_count(n as usize, schema::min_size(types, &a.ty), name)?;
-                    let mut items = Vec::with_capacity(n as usize);
+                    let mut items = Vec::with_capacity((n as usize).min(r.remaining()));
                     for _ in 0..n {
                         items.push(decode_type(types, &a.ty, host, name, r, depth + 1)?);
                     }
