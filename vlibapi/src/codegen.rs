@@ -80,10 +80,16 @@ impl fmt::Display for CodegenError {
         match self {
             CodegenError::Schema(e) => write!(f, "codegen: {e}"),
             CodegenError::NameClash { rust_name } => {
-                write!(f, "codegen: two definitions are both named `{rust_name}` in rust")
+                write!(
+                    f,
+                    "codegen: two definitions are both named `{rust_name}` in rust"
+                )
             }
             CodegenError::EnumValueOutOfRange { name, value } => {
-                write!(f, "codegen: value `{value}` of enum `{name}` does not fit its type")
+                write!(
+                    f,
+                    "codegen: value `{value}` of enum `{name}` does not fit its type"
+                )
             }
         }
     }
@@ -166,8 +172,14 @@ pub fn generate_module(m: &Module, opts: &CodegenOptions) -> Result<String, Code
     }
     g.schema_fn(&mut out);
     let c = g.c;
-    let _ = writeln!(out, "\n/// Calls `v.visit::<M>()` for every message type of the module, in ID order.");
-    let _ = writeln!(out, "pub fn visit_messages<V: {c}::wire::MessageVisitor>(v: &mut V) {{");
+    let _ = writeln!(
+        out,
+        "\n/// Calls `v.visit::<M>()` for every message type of the module, in ID order."
+    );
+    let _ = writeln!(
+        out,
+        "pub fn visit_messages<V: {c}::wire::MessageVisitor>(v: &mut V) {{"
+    );
     if m.messages.is_empty() {
         let _ = writeln!(out, "    let _ = v;");
     }
@@ -198,11 +210,11 @@ pub fn camel(name: &str) -> String {
 }
 
 const KEYWORDS: &[&str] = &[
-    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "do",
-    "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in",
-    "let", "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref",
-    "return", "static", "struct", "trait", "true", "try", "type", "typeof", "unsafe", "unsized",
-    "use", "virtual", "where", "while", "yield",
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "do", "dyn",
+    "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let",
+    "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return",
+    "static", "struct", "trait", "true", "try", "type", "typeof", "unsafe", "unsized", "use",
+    "virtual", "where", "while", "yield",
 ];
 
 /// A field name as a Rust identifier (`type` becomes `r#type`).
@@ -324,7 +336,7 @@ impl Gen<'_> {
     }
 
     /// Statements appending `e` (an expression of type `&T`) to `out`.
-    fn put(&self, t: &Ty, e: &str, field: &str, depth: usize) -> String {
+    fn put(&self, t: &Ty, e: &str, depth: usize) -> String {
         let c = self.c;
         match t {
             Ty::Base(BaseType::U8, _) => format!("out.push(*{e});"),
@@ -341,7 +353,7 @@ impl Gen<'_> {
                     let v = format!("v{depth}");
                     format!(
                         "for {v} in ({e}).iter() {{ {} }}",
-                        self.put(inner, &v, field, depth + 1)
+                        self.put(inner, &v, depth + 1)
                     )
                 }
             },
@@ -356,7 +368,11 @@ impl Gen<'_> {
             Ty::Base(BaseType::I8, _) => format!("r.take::<1>({field:?})?[0] as i8"),
             Ty::Base(BaseType::Bool, _) => format!("r.take::<1>({field:?})?[0] != 0"),
             Ty::Base(b, host) => {
-                let f = if *host { "from_ne_bytes" } else { "from_be_bytes" };
+                let f = if *host {
+                    "from_ne_bytes"
+                } else {
+                    "from_be_bytes"
+                };
                 format!("{}::{f}(r.take::<{}>({field:?})?)", b.name(), b.size())
             }
             Ty::Wire(n, ..) => format!("<{n} as {c}::wire::Wire>::get(r)?"),
@@ -410,7 +426,7 @@ impl Gen<'_> {
                 let counted = Self::counted_by(fields, name);
                 let t = self.ty(&f.ty, f.host_order);
                 if counted.is_empty() {
-                    return self.put(&t, e, name, 0);
+                    return self.put(&t, e, 0);
                 }
                 let lens: Vec<String> = counted
                     .iter()
@@ -424,18 +440,18 @@ impl Gen<'_> {
                 format!(
                     "{{ let n: {} = {c}::wire::count({len}, {name:?})?; {} }}",
                     self.rust_type(&f.ty),
-                    self.put(&t, "&n", name, 0)
+                    self.put(&t, "&n", 0)
                 )
             }
             (_, ArrayKind::Fixed(n)) => {
                 let t = Ty::Array(Box::new(self.ty(&f.ty, f.host_order)), *n);
-                self.put(&t, e, name, 0)
+                self.put(&t, e, 0)
             }
             (_, ArrayKind::Counted(_) | ArrayKind::Unsized) => {
                 let t = self.ty(&f.ty, f.host_order);
                 match t {
                     Ty::Base(BaseType::U8, _) => format!("out.extend_from_slice(&({e})[..]);"),
-                    _ => format!("for v in ({e}).iter() {{ {} }}", self.put(&t, "v", name, 1)),
+                    _ => format!("for v in ({e}).iter() {{ {} }}", self.put(&t, "v", 1)),
                 }
             }
         }
@@ -541,7 +557,12 @@ impl Gen<'_> {
         let _ = writeln!(out, "    fn default() -> Self {{");
         let _ = writeln!(out, "        Self {{");
         for f in fields {
-            let _ = writeln!(out, "            {}: {},", ident(&f.name), self.field_default(f));
+            let _ = writeln!(
+                out,
+                "            {}: {},",
+                ident(&f.name),
+                self.field_default(f)
+            );
         }
         let _ = writeln!(out, "        }}\n    }}\n}}\n");
     }
@@ -549,9 +570,9 @@ impl Gen<'_> {
     /// `impl Wire` for a struct or message body.
     fn wire_impl(&self, out: &mut String, name: &str, fields: &[Field]) {
         let c = self.c;
-        let min = fields
-            .iter()
-            .fold(0usize, |a, f| a.saturating_add(schema::field_min_size(self.m, f)));
+        let min = fields.iter().fold(0usize, |a, f| {
+            a.saturating_add(schema::field_min_size(self.m, f))
+        });
         let _ = writeln!(out, "impl {c}::wire::Wire for {name} {{");
         let _ = writeln!(out, "    const MIN_SIZE: usize = {min};");
         let _ = writeln!(out, "    #[inline]");
@@ -617,18 +638,26 @@ impl Gen<'_> {
         );
         self.wire_impl(out, &name, &msg.fields);
         let min = schema::message_min_size(self.m, msg);
-        let ctx_off = match (self.scalar_field(msg, "context", BaseType::U32),
-            schema::field_offset(self.m, msg, "context"))
-        {
+        let ctx_off = match (
+            self.scalar_field(msg, "context", BaseType::U32),
+            schema::field_offset(self.m, msg, "context"),
+        ) {
             (true, Some(o)) => format!("::core::option::Option::Some({o})"),
             _ => "::core::option::Option::None".to_owned(),
         };
         let _ = writeln!(out, "impl {c}::wire::Message for {name} {{");
         let _ = writeln!(out, "    const NAME: &'static str = {:?};", msg.name);
         let _ = writeln!(out, "    const CRC: u32 = 0x{:08x};", msg.crc);
-        let _ = writeln!(out, "    const NAME_CRC: &'static str = {:?};", msg.name_crc());
+        let _ = writeln!(
+            out,
+            "    const NAME_CRC: &'static str = {:?};",
+            msg.name_crc()
+        );
         let _ = writeln!(out, "    const MIN_SIZE: usize = {min};");
-        let _ = writeln!(out, "    const CONTEXT_OFFSET: ::core::option::Option<usize> = {ctx_off};");
+        let _ = writeln!(
+            out,
+            "    const CONTEXT_OFFSET: ::core::option::Option<usize> = {ctx_off};"
+        );
         let _ = writeln!(out, "    #[inline]");
         let _ = writeln!(
             out,
@@ -657,7 +686,12 @@ impl Gen<'_> {
         );
         for (field, ty, getter, setter) in [
             ("context", BaseType::U32, "context", "set_context"),
-            ("client_index", BaseType::U32, "client_index", "set_client_index"),
+            (
+                "client_index",
+                BaseType::U32,
+                "client_index",
+                "set_client_index",
+            ),
             ("retval", BaseType::I32, "retval", "set_retval"),
         ] {
             if self.scalar_field(msg, field, ty) {
@@ -674,7 +708,10 @@ impl Gen<'_> {
 
     fn scalar_field(&self, msg: &MessageDef, name: &str, ty: BaseType) -> bool {
         msg.fields.iter().any(|f| {
-            f.name == name && f.array == ArrayKind::None && f.ty == TypeRef::Base(ty) && !f.host_order
+            f.name == name
+                && f.array == ArrayKind::None
+                && f.ty == TypeRef::Base(ty)
+                && !f.host_order
         })
     }
 
@@ -716,7 +753,10 @@ impl Gen<'_> {
             "/// The `{}` {kind} (`{ut}` on the wire). Values without a name survive decoding.",
             e.name
         );
-        let _ = writeln!(out, "#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]");
+        let _ = writeln!(
+            out,
+            "#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]"
+        );
         let _ = writeln!(out, "pub struct {name}(pub {ut});\n");
         let _ = writeln!(out, "#[allow(non_upper_case_globals)]");
         let _ = writeln!(out, "impl {name} {{");
@@ -733,10 +773,16 @@ impl Gen<'_> {
         let mut seen = HashSet::new();
         for (vn, v) in &e.values {
             if seen.insert(*v) {
-                let _ = writeln!(out, "            {v} => ::core::option::Option::Some({vn:?}),");
+                let _ = writeln!(
+                    out,
+                    "            {v} => ::core::option::Option::Some({vn:?}),"
+                );
             }
         }
-        let _ = writeln!(out, "            _ => ::core::option::Option::None,\n        }}\n    }}");
+        let _ = writeln!(
+            out,
+            "            _ => ::core::option::Option::None,\n        }}\n    }}"
+        );
         if flags {
             let _ = writeln!(
                 out,
@@ -790,7 +836,7 @@ impl Gen<'_> {
         let _ = writeln!(
             out,
             "    #[inline]\n    fn put(&self, out: &mut ::std::vec::Vec<u8>) -> ::core::result::Result<(), {c}::wire::EncodeError> {{ {} ::core::result::Result::Ok(()) }}",
-            self.put(&t, "&self.0", &e.name, 0)
+            self.put(&t, "&self.0", 0)
         );
         let _ = writeln!(
             out,
@@ -829,7 +875,10 @@ impl Gen<'_> {
              \x20       f.write_str(\")\")\n    }}\n}}\n"
         );
         let _ = writeln!(out, "impl {name} {{");
-        let _ = writeln!(out, "    /// Size on the wire.\n    pub const SIZE: usize = {size};");
+        let _ = writeln!(
+            out,
+            "    /// Size on the wire.\n    pub const SIZE: usize = {size};"
+        );
         for f in &u.fields {
             let ft = self.field_type(f);
             let id = ident(&f.name);
@@ -874,7 +923,10 @@ impl Gen<'_> {
             "    #[inline]\n    fn get(r: &mut {c}::wire::Reader<'_>) -> ::core::result::Result<Self, {c}::wire::DecodeError> {{ ::core::result::Result::Ok({name}(r.take::<{size}>({:?})?)) }}",
             u.name
         );
-        let _ = writeln!(out, "    #[inline]\n    fn wire_len(&self) -> usize {{ {size} }}\n}}\n");
+        let _ = writeln!(
+            out,
+            "    #[inline]\n    fn wire_len(&self) -> usize {{ {size} }}\n}}\n"
+        );
     }
 
     fn schema_fn(&self, out: &mut String) {
@@ -909,7 +961,11 @@ impl Gen<'_> {
                 )
             })
             .collect();
-        let _ = writeln!(out, "        types: ::std::vec![{}],", types.join(",\n            "));
+        let _ = writeln!(
+            out,
+            "        types: ::std::vec![{}],",
+            types.join(",\n            ")
+        );
         let msgs: Vec<String> = m
             .messages
             .iter()
@@ -923,7 +979,11 @@ impl Gen<'_> {
                 )
             })
             .collect();
-        let _ = writeln!(out, "        messages: ::std::vec![{}],", msgs.join(",\n            "));
+        let _ = writeln!(
+            out,
+            "        messages: ::std::vec![{}],",
+            msgs.join(",\n            ")
+        );
         let unions: Vec<String> = m
             .unions
             .iter()
@@ -987,7 +1047,11 @@ impl Gen<'_> {
                 )
             })
             .collect();
-        let _ = writeln!(out, "        services: ::std::vec![{}],", services.join(",\n            "));
+        let _ = writeln!(
+            out,
+            "        services: ::std::vec![{}],",
+            services.join(",\n            ")
+        );
         let _ = writeln!(out, "        vl_api_version: 0x{:08x},", m.vl_api_version);
         let _ = writeln!(out, "    }}\n}}");
     }
@@ -1008,9 +1072,9 @@ impl Gen<'_> {
         let array = match &f.array {
             ArrayKind::None => format!("{c}::schema::ArrayKind::None"),
             ArrayKind::Fixed(n) => format!("{c}::schema::ArrayKind::Fixed({n})"),
-            ArrayKind::Counted(lf) => format!(
-                "{c}::schema::ArrayKind::Counted(::std::string::String::from({lf:?}))"
-            ),
+            ArrayKind::Counted(lf) => {
+                format!("{c}::schema::ArrayKind::Counted(::std::string::String::from({lf:?}))")
+            }
             ArrayKind::Unsized => format!("{c}::schema::ArrayKind::Unsized"),
         };
         format!(
@@ -1025,7 +1089,12 @@ impl Gen<'_> {
     fn members_expr(&self, members: &[(String, Json)]) -> String {
         let items: Vec<String> = members
             .iter()
-            .map(|(k, v)| format!("(::std::string::String::from({k:?}), {})", self.json_expr(v)))
+            .map(|(k, v)| {
+                format!(
+                    "(::std::string::String::from({k:?}), {})",
+                    self.json_expr(v)
+                )
+            })
             .collect();
         format!("::std::vec![{}]", items.join(", "))
     }
@@ -1045,7 +1114,9 @@ impl Gen<'_> {
                 "{c}::json::Json::Number({c}::json::Number::Float(f64::from_bits(0x{:016x})))",
                 f.to_bits()
             ),
-            Json::String(s) => format!("{c}::json::Json::String(::std::string::String::from({s:?}))"),
+            Json::String(s) => {
+                format!("{c}::json::Json::String(::std::string::String::from({s:?}))")
+            }
             Json::Array(items) => {
                 let items: Vec<String> = items.iter().map(|i| self.json_expr(i)).collect();
                 format!("{c}::json::Json::Array(::std::vec![{}])", items.join(", "))
@@ -1097,6 +1168,8 @@ mod tests {
         let b = generate(doc, &CodegenOptions::new("t")).unwrap();
         assert_eq!(a, b);
         assert!(a.contains("impl ::vlibapi::wire::Message for M"));
-        assert!(a.contains("const CONTEXT_OFFSET: ::core::option::Option<usize> = ::core::option::Option::Some(2);"));
+        assert!(a.contains(
+            "const CONTEXT_OFFSET: ::core::option::Option<usize> = ::core::option::Option::Some(2);"
+        ));
     }
 }

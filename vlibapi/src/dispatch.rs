@@ -450,7 +450,9 @@ impl Ctx<'_> {
 
     #[inline]
     fn transmit(&mut self, to: ClientIndex) -> Result<(), ReplyError> {
-        self.shared.trace.record(Direction::Tx, to, &self.shared.buf);
+        self.shared
+            .trace
+            .record(Direction::Tx, to, &self.shared.buf);
         self.out.send(to, &self.shared.buf).map_err(|e| {
             self.shared.counters.send_failed += 1;
             ReplyError::Send(e)
@@ -660,7 +662,10 @@ impl ApiBuilder {
             })
         })?;
         self.handle(|ctx, req: memclnt::GetFirstMsgId| {
-            let first = ctx.table().first_msg_id(&req.name).ok_or(ApiError::Unspecified)?;
+            let first = ctx
+                .table()
+                .first_msg_id(&req.name)
+                .ok_or(ApiError::Unspecified)?;
             Ok(memclnt::GetFirstMsgIdReply {
                 first_msg_id: first,
                 ..Default::default()

@@ -558,8 +558,10 @@ mod tests {
 
     #[test]
     fn parses_every_kind_of_value() {
-        let v = parse(r#" {"a": [1, -2, 3.5, 1e3, true, false, null, "x\n\u00e9\ud83d\ude00"], "b": {}} "#)
-            .unwrap();
+        let v = parse(
+            r#" {"a": [1, -2, 3.5, 1e3, true, false, null, "x\n\u00e9\ud83d\ude00"], "b": {}} "#,
+        )
+        .unwrap();
         let a = v.get("a").unwrap().as_array().unwrap();
         assert_eq!(a[0], Json::Number(Number::UInt(1)));
         assert_eq!(a[1], Json::Number(Number::Int(-2)));
@@ -593,7 +595,10 @@ mod tests {
         let e = parse("{\n  \"a\": [1,,2]\n}").unwrap_err();
         assert_eq!(e.kind, JsonParseErrorKind::UnexpectedChar(','));
         assert_eq!((e.line, e.column), (2, 11));
-        assert_eq!(e.to_string(), "json: unexpected character ',' at line 2, column 11 (byte 12)");
+        assert_eq!(
+            e.to_string(),
+            "json: unexpected character ',' at line 2, column 11 (byte 12)"
+        );
         for (text, kind) in [
             ("", JsonParseErrorKind::UnexpectedEnd),
             ("[1", JsonParseErrorKind::UnexpectedEnd),
@@ -624,7 +629,10 @@ mod tests {
         assert_eq!(parse(&deep).unwrap_err().kind, JsonParseErrorKind::TooDeep);
         // Far deeper than the stack could take if the limit were missing.
         let very_deep = "{\"a\":".repeat(1_000_000);
-        assert_eq!(parse(&very_deep).unwrap_err().kind, JsonParseErrorKind::TooDeep);
+        assert_eq!(
+            parse(&very_deep).unwrap_err().kind,
+            JsonParseErrorKind::TooDeep
+        );
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub fn format_message(table: &MessageTable, bytes: &[u8]) -> String {
     };
     match value::decode_message(table.schema(), info.def, bytes) {
         Ok(v) => format_fields(table.schema(), &info.def.name, &info.def.fields, &v),
-        Err(e) => format!("{} <undecodable: {e}; {} bytes>", info.def.name, bytes.len()),
+        Err(e) => format!(
+            "{} <undecodable: {e}; {} bytes>",
+            info.def.name,
+            bytes.len()
+        ),
     }
 }
 
@@ -205,7 +209,10 @@ mod tests {
              transport: API_CLIENT_TRANSPORT_SOCKET, pid: 0, uid: 0 }"
         );
         assert_eq!(format_message(&t, &[0]), "<1 bytes, no message id>");
-        assert_eq!(format_message(&t, &[0xff, 0xff]), "<unknown message id 65535, 2 bytes>");
+        assert_eq!(
+            format_message(&t, &[0xff, 0xff]),
+            "<unknown message id 65535, 2 bytes>"
+        );
         assert!(format_message(&t, &bytes[..5]).starts_with("api_client_details <undecodable"));
         assert_eq!(ControlPingReply::NAME, "control_ping_reply");
     }
@@ -214,7 +221,10 @@ mod tests {
     fn plain_values() {
         let v = Value::Struct(vec![
             ("a".into(), Value::Bytes(vec![10, 0, 0, 1])),
-            ("b".into(), Value::Array(vec![Value::I8(-1), Value::Bool(true)])),
+            (
+                "b".into(),
+                Value::Array(vec![Value::I8(-1), Value::Bool(true)]),
+            ),
             ("c".into(), Value::Struct(vec![])),
         ]);
         assert_eq!(format_value(&v), "{ a: 0x0a000001, b: [-1, true], c: {} }");

@@ -417,7 +417,10 @@ impl fmt::Display for SchemaLoadError {
                 write!(f, "api json: {path}: unknown type `{ty}`")
             }
             SchemaLoadError::Recursive { ty } => {
-                write!(f, "api json: type `{ty}` contains itself or nests too deeply")
+                write!(
+                    f,
+                    "api json: type `{ty}` contains itself or nests too deeply"
+                )
             }
             SchemaLoadError::BadField { path, what } => write!(f, "api json: {path}: {what}"),
             SchemaLoadError::Duplicate { kind, name } => {
@@ -530,9 +533,7 @@ impl Module {
             let mut options = Vec::new();
             if let Some(trailer) = trailer {
                 if let Some(c) = trailer.get("crc") {
-                    let text = c
-                        .as_str()
-                        .ok_or_else(|| shape(&path, "a `crc` string"))?;
+                    let text = c.as_str().ok_or_else(|| shape(&path, "a `crc` string"))?;
                     let hex = text.strip_prefix("0x").unwrap_or(text);
                     crc = Some(
                         u32::from_str_radix(hex, 16)
@@ -576,7 +577,10 @@ impl Module {
                     .map(str::to_owned);
                 let mut events = Vec::new();
                 if let Some(ev) = def.get("events") {
-                    for e in ev.as_array().ok_or_else(|| shape(&path, "an `events` list"))? {
+                    for e in ev
+                        .as_array()
+                        .ok_or_else(|| shape(&path, "an `events` list"))?
+                    {
                         events.push(
                             e.as_str()
                                 .ok_or_else(|| shape(&path, "event names"))?
@@ -689,7 +693,8 @@ impl Module {
         }
         // Every type must be finite and not too deep; this also proves there are no cycles.
         for n in names {
-            type_depth(self, n, 0).ok_or_else(|| SchemaLoadError::Recursive { ty: n.to_owned() })?;
+            type_depth(self, n, 0)
+                .ok_or_else(|| SchemaLoadError::Recursive { ty: n.to_owned() })?;
         }
         for a in &self.aliases {
             if a.length.is_some() && fixed_size(self, &a.ty).is_none() {
@@ -734,7 +739,10 @@ impl Module {
                 } else {
                     Number::UInt(val.unsigned_abs())
                 };
-                v.push(Json::Array(vec![Json::String(n.clone()), Json::Number(num)]));
+                v.push(Json::Array(vec![
+                    Json::String(n.clone()),
+                    Json::Number(num),
+                ]));
             }
             v.push(Json::Object(vec![(
                 "enumtype".to_owned(),
@@ -771,10 +779,7 @@ impl Module {
                 (s.request.clone(), Json::Object(o))
             })
             .collect();
-        let mut options = vec![(
-            "version".to_owned(),
-            Json::String(self.version.to_string()),
-        )];
+        let mut options = vec![("version".to_owned(), Json::String(self.version.to_string()))];
         options.extend(self.options.iter().cloned());
         Json::Object(vec![
             ("types".to_owned(), Json::Array(types.collect())),
@@ -884,7 +889,12 @@ fn read_field(v: &Json, path: &str) -> Result<Field, SchemaLoadError> {
                     }
                 }
             }
-            _ => return Err(shape(path, "[type, name, length?, length_field?, options?]")),
+            _ => {
+                return Err(shape(
+                    path,
+                    "[type, name, length?, length_field?, options?]",
+                ));
+            }
         }
     }
     let ty = TypeRef::from_api_name(ty);
@@ -1013,7 +1023,11 @@ fn check_fields(
                         TypeRef::String => false,
                     };
                 if !is_int {
-                    return Err(bad(path, f, &format!("length field `{lf}` is not an integer")));
+                    return Err(bad(
+                        path,
+                        f,
+                        &format!("length field `{lf}` is not an integer"),
+                    ));
                 }
             }
             (TypeRef::String, ArrayKind::Fixed(_) | ArrayKind::Unsized) => {}
@@ -1142,10 +1156,9 @@ fn min_size_at(m: &dyn TypeLookup, ty: &TypeRef, depth: usize) -> usize {
         TypeRef::String => 0,
         TypeRef::Named(n) => match m.named(n) {
             None => 0,
-            Some(NamedType::Struct(s)) => s
-                .fields
-                .iter()
-                .fold(0usize, |acc, f| acc.saturating_add(field_min_size_at(m, f, depth + 1))),
+            Some(NamedType::Struct(s)) => s.fields.iter().fold(0usize, |acc, f| {
+                acc.saturating_add(field_min_size_at(m, f, depth + 1))
+            }),
             Some(NamedType::Union(_)) => fixed_size_at(m, ty, depth).unwrap_or(0),
             Some(NamedType::Enum(e) | NamedType::EnumFlags(e)) => e.underlying.size(),
             Some(NamedType::Alias(a)) => {
@@ -1361,17 +1374,10 @@ impl Schema {
         let mi = self.modules.len();
         let slots = (m.types.iter().enumerate())
             .map(|(i, t)| (&t.name, TypeSlot::Struct(i)))
-            .chain(
-                (m.unions.iter().enumerate()).map(|(i, t)| (&t.name, TypeSlot::Union(i))),
-            )
+            .chain((m.unions.iter().enumerate()).map(|(i, t)| (&t.name, TypeSlot::Union(i))))
             .chain((m.enums.iter().enumerate()).map(|(i, t)| (&t.name, TypeSlot::Enum(i))))
-            .chain(
-                (m.enumflags.iter().enumerate())
-                    .map(|(i, t)| (&t.name, TypeSlot::EnumFlags(i))),
-            )
-            .chain(
-                (m.aliases.iter().enumerate()).map(|(i, t)| (&t.name, TypeSlot::Alias(i))),
-            );
+            .chain((m.enumflags.iter().enumerate()).map(|(i, t)| (&t.name, TypeSlot::EnumFlags(i))))
+            .chain((m.aliases.iter().enumerate()).map(|(i, t)| (&t.name, TypeSlot::Alias(i))));
         for (name, slot) in slots {
             self.types.entry(name.clone()).or_insert((mi, slot));
         }
@@ -1447,7 +1453,14 @@ mod tests {
     #[test]
     fn reads_every_section() {
         let m = Module::from_json_text("t", DOC).unwrap();
-        assert_eq!(m.version, Version { major: 1, minor: 2, patch: 3 });
+        assert_eq!(
+            m.version,
+            Version {
+                major: 1,
+                minor: 2,
+                patch: 3
+            }
+        );
         assert_eq!(m.vl_api_version, 0xdead_beef);
         let a = m.message("msg_a").unwrap();
         assert_eq!(a.crc, 0x1234_5678);
@@ -1489,7 +1502,11 @@ mod tests {
         assert!(!back.messages[0].fields[2].host_order);
         back.messages[0].fields[2].host_order = true;
         assert_eq!(back, m);
-        let with = m.to_json(WriteOptions { host_order_overlay: true }).to_compact();
+        let with = m
+            .to_json(WriteOptions {
+                host_order_overlay: true,
+            })
+            .to_compact();
         assert_eq!(Module::from_json_text("t", &with).unwrap(), m);
     }
 
@@ -1515,7 +1532,10 @@ mod tests {
     fn rejects_bad_documents() {
         assert!(matches!(err("[1"), SchemaLoadError::Json(_)));
         assert!(matches!(err("[]"), SchemaLoadError::Shape { .. }));
-        assert!(matches!(err(r#"{"messages": [["m", ["u32"]]]}"#), SchemaLoadError::Shape { .. }));
+        assert!(matches!(
+            err(r#"{"messages": [["m", ["u32"]]]}"#),
+            SchemaLoadError::Shape { .. }
+        ));
         assert!(matches!(
             err(r#"{"messages": [["m", ["vl_api_nope_t", "x"]]]}"#),
             SchemaLoadError::UnknownType { ty, .. } if ty == "nope"
@@ -1546,7 +1566,10 @@ mod tests {
         ));
         assert!(matches!(
             err(r#"{"messages": [["m", ["u8", "a"]], ["m", ["u8", "b"]]]}"#),
-            SchemaLoadError::Duplicate { kind: "message", .. }
+            SchemaLoadError::Duplicate {
+                kind: "message",
+                ..
+            }
         ));
         assert!(matches!(
             err(r#"{"messages": [["m", ["u8", "a"], ["u8", "a"]]]}"#),
@@ -1561,7 +1584,10 @@ mod tests {
             SchemaLoadError::Shape { .. }
         ));
         let e = err(r#"{"messages": [["m", ["vl_api_nope_t", "x"]]]}"#);
-        assert_eq!(e.to_string(), "api json: message m field x: unknown type `nope`");
+        assert_eq!(
+            e.to_string(),
+            "api json: message m field x: unknown type `nope`"
+        );
     }
 
     #[test]

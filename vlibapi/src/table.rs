@@ -302,13 +302,21 @@ mod tests {
         let names: Vec<_> = t.modules().map(|m| (m.name, m.first_id, m.count)).collect();
         assert_eq!(
             names,
-            [("memclnt", 1, 28), ("memfd", 29, 2), ("vpe", 31, 4), ("vlib_api", 35, 2)]
+            [
+                ("memclnt", 1, 28),
+                ("memfd", 29, 2),
+                ("vpe", 31, 4),
+                ("vlib_api", 35, 2)
+            ]
         );
         assert_eq!(t.api_versions()[0].major, 2);
         assert_eq!(t.api_versions()[0].minor, 1);
         let e = t.sockclnt_entries();
         assert_eq!(e.len(), 36);
-        assert_eq!((e[14].index, e[14].name.as_str()), (15, "sockclnt_create_455fb9c4"));
+        assert_eq!(
+            (e[14].index, e[14].name.as_str()),
+            (15, "sockclnt_create_455fb9c4")
+        );
     }
 
     #[test]
@@ -330,7 +338,10 @@ mod tests {
         );
         let mut renamed = plugin;
         renamed.name = "acl2".into();
-        assert!(matches!(t.add_module(renamed), Err(TableAddError::DuplicateMessage(_))));
+        assert!(matches!(
+            t.add_module(renamed),
+            Err(TableAddError::DuplicateMessage(_))
+        ));
         let v = t.module("acl").unwrap().version;
         assert_eq!((v.major, v.minor, v.patch), (1, 0, 2));
     }
@@ -355,6 +366,9 @@ mod tests {
             });
         }
         let s = Schema::from_api_json_array(&text).unwrap();
-        assert!(s.message_by_name_crc("control_ping_reply_f6b0b8ca").is_some());
+        assert!(
+            s.message_by_name_crc("control_ping_reply_f6b0b8ca")
+                .is_some()
+        );
     }
 }

@@ -337,7 +337,11 @@ mod tests {
     fn save_and_load() {
         let mut t = Trace::new(8);
         t.set_enabled(true);
-        t.record(Direction::Rx, ClientIndex(3), &[0, 23, 0, 0, 0, 0, 0, 0, 0, 1]);
+        t.record(
+            Direction::Rx,
+            ClientIndex(3),
+            &[0, 23, 0, 0, 0, 0, 0, 0, 0, 1],
+        );
         t.record(Direction::Rx, ClientIndex(3), &[]);
         let mut file = Vec::new();
         t.save(Direction::Rx, &mut file).unwrap();

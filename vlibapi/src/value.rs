@@ -17,9 +17,7 @@
 //! or a one-member struct.
 
 use crate::json::{Json, Number};
-use crate::schema::{
-    self, ArrayKind, BaseType, Field, MessageDef, NamedType, TypeLookup, TypeRef,
-};
+use crate::schema::{self, ArrayKind, BaseType, Field, MessageDef, NamedType, TypeLookup, TypeRef};
 use crate::wire::{self, DecodeError, EncodeError, Reader};
 
 /// A decoded (or to-be-encoded) value.
@@ -252,17 +250,29 @@ fn is_byte(types: &dyn TypeLookup, ty: &TypeRef) -> bool {
     match ty {
         TypeRef::Base(BaseType::U8) => true,
         TypeRef::Named(n) => {
-            matches!(schema::resolve_alias(types, n, 0), Some(TypeRef::Base(BaseType::U8)))
+            matches!(
+                schema::resolve_alias(types, n, 0),
+                Some(TypeRef::Base(BaseType::U8))
+            )
         }
         _ => false,
     }
 }
 
-fn decode_base(b: BaseType, host: bool, name: &str, r: &mut Reader<'_>) -> Result<Value, DecodeError> {
+fn decode_base(
+    b: BaseType,
+    host: bool,
+    name: &str,
+    r: &mut Reader<'_>,
+) -> Result<Value, DecodeError> {
     macro_rules! num {
         ($t:ty, $n:expr, $v:ident) => {{
             let bytes = r.take::<$n>(name)?;
-            Value::$v(if host { <$t>::from_ne_bytes(bytes) } else { <$t>::from_be_bytes(bytes) })
+            Value::$v(if host {
+                <$t>::from_ne_bytes(bytes)
+            } else {
+                <$t>::from_be_bytes(bytes)
+            })
         }};
     }
     Ok(match b {
@@ -431,9 +441,16 @@ fn encode_field(
     }
     match &f.array {
         ArrayKind::None => encode_type(types, &f.ty, f.host_order, v, name, out, depth),
-        ArrayKind::Fixed(n) => {
-            encode_array(types, &f.ty, f.host_order, v, Some(*n as usize), name, out, depth)
-        }
+        ArrayKind::Fixed(n) => encode_array(
+            types,
+            &f.ty,
+            f.host_order,
+            v,
+            Some(*n as usize),
+            name,
+            out,
+            depth,
+        ),
         ArrayKind::Counted(_) | ArrayKind::Unsized => {
             encode_array(types, &f.ty, f.host_order, v, None, name, out, depth)
         }
@@ -499,7 +516,11 @@ fn encode_base(
                 None => return Err(mismatch(name, "a number")),
             },
         };
-        let bytes = if host { x.to_ne_bytes() } else { x.to_be_bytes() };
+        let bytes = if host {
+            x.to_ne_bytes()
+        } else {
+            x.to_be_bytes()
+        };
         out.extend_from_slice(&bytes);
         return Ok(());
     }
@@ -510,7 +531,11 @@ fn encode_base(
     macro_rules! put {
         ($t:ty) => {{
             let x = <$t>::try_from(i).map_err(|_| mismatch(name, b.name()))?;
-            let bytes = if host { x.to_ne_bytes() } else { x.to_be_bytes() };
+            let bytes = if host {
+                x.to_ne_bytes()
+            } else {
+                x.to_be_bytes()
+            };
             out.extend_from_slice(&bytes);
         }};
     }
@@ -553,7 +578,10 @@ fn encode_type(
             wire::put_var_string(out, s, name)
         }
         TypeRef::Named(n) => match types.named(n) {
-            None => Err(mismatch(name, &format!("a defined type (`{n}` is unknown)"))),
+            None => Err(mismatch(
+                name,
+                &format!("a defined type (`{n}` is unknown)"),
+            )),
             Some(NamedType::Struct(s)) => encode_fields(types, &s.fields, v, name, out, depth + 1),
             Some(NamedType::Union(u)) => {
                 let size = schema::fixed_size(types, ty).unwrap_or(0);
@@ -593,9 +621,16 @@ fn encode_type(
             }
             Some(NamedType::Alias(a)) => match a.length {
                 None => encode_type(types, &a.ty, host, v, name, out, depth + 1),
-                Some(n) => {
-                    encode_array(types, &a.ty, host, v, Some(n as usize), name, out, depth + 1)
-                }
+                Some(n) => encode_array(
+                    types,
+                    &a.ty,
+                    host,
+                    v,
+                    Some(n as usize),
+                    name,
+                    out,
+                    depth + 1,
+                ),
             },
         },
     }
@@ -636,7 +671,10 @@ mod tests {
                 ])]),
             ),
             ("e".into(), Value::String("E_B".into())),
-            ("u".into(), Value::Struct(vec![("w".into(), Value::U32(0x0102_0304))])),
+            (
+                "u".into(),
+                Value::Struct(vec![("w".into(), Value::U32(0x0102_0304))]),
+            ),
             ("addr".into(), Value::Bytes(vec![10, 0, 0, 1])),
             ("s".into(), Value::String("abc".into())),
             ("h".into(), Value::U64(0x0102)),
@@ -644,7 +682,9 @@ mod tests {
         ]);
         let mut out = Vec::new();
         encode_message(&m, def, 300, &v, &mut out).unwrap();
-        let mut want = vec![1, 44, 0, 0, 0, 7, 1, 0xff, 0xff, 0, 2, 2, 1, 2, 3, 4, 0, 0, 10, 0, 0, 1];
+        let mut want = vec![
+            1, 44, 0, 0, 0, 7, 1, 0xff, 0xff, 0, 2, 2, 1, 2, 3, 4, 0, 0, 10, 0, 0, 1,
+        ];
         want.extend_from_slice(b"abc\0");
         want.extend_from_slice(&0x0102u64.to_ne_bytes());
         want.extend_from_slice(b"\0\0\0\x02hi");
@@ -692,7 +732,11 @@ mod tests {
         let bad = Value::Struct(vec![("addr".into(), Value::Bytes(vec![1]))]);
         assert!(matches!(
             encode_message(&m, def, 1, &bad, &mut out),
-            Err(EncodeError::WrongArrayLength { expected: 4, got: 1, .. })
+            Err(EncodeError::WrongArrayLength {
+                expected: 4,
+                got: 1,
+                ..
+            })
         ));
         let many = Value::Struct(vec![(
             "pts".into(),
@@ -715,7 +759,10 @@ mod tests {
         assert_eq!(j.to_compact(), r#"{"a":-3,"b":[1,2],"c":"x"}"#);
         let back = Value::from_json(&j).unwrap();
         assert_eq!(back.get("a"), Some(&Value::I64(-3)));
-        assert_eq!(back.get("b"), Some(&Value::Array(vec![Value::U64(1), Value::U64(2)])));
+        assert_eq!(
+            back.get("b"),
+            Some(&Value::Array(vec![Value::U64(1), Value::U64(2)]))
+        );
         assert_eq!(Value::from_json(&Json::Null), None);
     }
 }

@@ -225,7 +225,10 @@ impl fmt::Display for EncodeError {
                 write!(f, "string `{field}` is {len} bytes, at most {max} fit")
             }
             EncodeError::TooMany { field, len } => {
-                write!(f, "`{field}` has {len} elements, more than its length field can count")
+                write!(
+                    f,
+                    "`{field}` has {len} elements, more than its length field can count"
+                )
             }
             EncodeError::CountMismatch { field } => {
                 write!(f, "arrays counted by `{field}` have different lengths")
@@ -317,7 +320,12 @@ impl<'a> Reader<'a> {
     /// Checks that `count` elements of at least `min_elem` bytes each can still follow, so a
     /// hostile count never makes us allocate. Zero-size elements count as one byte.
     #[inline]
-    pub fn check_count(&self, count: usize, min_elem: usize, field: &str) -> Result<(), DecodeError> {
+    pub fn check_count(
+        &self,
+        count: usize,
+        min_elem: usize,
+        field: &str,
+    ) -> Result<(), DecodeError> {
         let need = count.saturating_mul(min_elem.max(1));
         if need > self.remaining() {
             return Err(self.short(field, need));
@@ -471,7 +479,10 @@ mod tests {
                 have: 1
             })
         );
-        assert_eq!(r.bytes(usize::MAX, "c").unwrap_err().kind(), DecodeErrorKind::BadLength);
+        assert_eq!(
+            r.bytes(usize::MAX, "c").unwrap_err().kind(),
+            DecodeErrorKind::BadLength
+        );
         assert_eq!(r.bytes(1, "d"), Ok(&[3u8][..]));
         assert_eq!(r.remaining(), 0);
         assert!(r.check_count(0, 8, "e").is_ok());
@@ -495,24 +506,51 @@ mod tests {
         assert_eq!(Reader::new(b"abc\0").fixed_string(4, "s").unwrap(), "abc");
         assert_eq!(Reader::new(b"ab\0z").fixed_string(4, "s").unwrap(), "ab");
         let e = Reader::new(b"abcd").fixed_string(4, "s").unwrap_err();
-        assert!(matches!(e, DecodeError::BadString { problem: StringProblem::NotTerminated, .. }));
+        assert!(matches!(
+            e,
+            DecodeError::BadString {
+                problem: StringProblem::NotTerminated,
+                ..
+            }
+        ));
         let e = Reader::new(b"ab").fixed_string(4, "s").unwrap_err();
-        assert!(matches!(e, DecodeError::BadString { problem: StringProblem::Truncated, .. }));
+        assert!(matches!(
+            e,
+            DecodeError::BadString {
+                problem: StringProblem::Truncated,
+                ..
+            }
+        ));
         let e = Reader::new(b"\xff\0").fixed_string(2, "s").unwrap_err();
-        assert!(matches!(e, DecodeError::BadString { problem: StringProblem::NotUtf8, .. }));
+        assert!(matches!(
+            e,
+            DecodeError::BadString {
+                problem: StringProblem::NotUtf8,
+                ..
+            }
+        ));
         out.clear();
         put_var_string(&mut out, "hi", "v").unwrap();
         assert_eq!(out, b"\0\0\0\x02hi");
         assert_eq!(Reader::new(&out).var_string("v").unwrap(), "hi");
         let e = Reader::new(b"\0\0\0\x05hi").var_string("v").unwrap_err();
-        assert!(matches!(e, DecodeError::BadString { problem: StringProblem::Truncated, .. }));
+        assert!(matches!(
+            e,
+            DecodeError::BadString {
+                problem: StringProblem::Truncated,
+                ..
+            }
+        ));
         assert_eq!(e.to_string(), "string `v` runs past the end");
     }
 
     #[test]
     fn counts() {
         assert_eq!(count::<u8>(255, "n"), Ok(255u8));
-        assert!(matches!(count::<u8>(256, "n"), Err(EncodeError::TooMany { len: 256, .. })));
+        assert!(matches!(
+            count::<u8>(256, "n"),
+            Err(EncodeError::TooMany { len: 256, .. })
+        ));
         assert_eq!(same_len(&[3, 3], "n"), Ok(3));
         assert!(same_len(&[3, 2], "n").is_err());
         assert_eq!(msg_id(&[0, 15, 9]), Some(15));

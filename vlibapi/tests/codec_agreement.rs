@@ -49,8 +49,14 @@ impl MessageVisitor for Agreement {
         let mut st = Vec::new();
         M::default().encode(0x1234, &mut st).unwrap();
         let mut dy = Vec::new();
-        value::encode_message(&self.schema, &def, 0x1234, &value::Value::Struct(vec![]), &mut dy)
-            .unwrap();
+        value::encode_message(
+            &self.schema,
+            &def,
+            0x1234,
+            &value::Value::Struct(vec![]),
+            &mut dy,
+        )
+        .unwrap();
         assert_eq!(st, dy, "{} default", M::NAME);
         assert_eq!(st.len(), M::MIN_SIZE, "{}", M::NAME);
 

@@ -81,7 +81,9 @@ fn sockclnt_create_reply_has_a_20_byte_header_and_66_byte_entries() {
     let mut short = want.clone();
     short.truncate(20 + 66 + 10);
     assert_eq!(
-        memclnt::SockclntCreateReply::decode(&short).unwrap_err().kind(),
+        memclnt::SockclntCreateReply::decode(&short)
+            .unwrap_err()
+            .kind(),
         wire::DecodeErrorKind::BadLength
     );
 }
@@ -458,7 +460,11 @@ fn vpe_show_version_and_cli_inband() {
     };
     assert!(matches!(
         wire::to_vec(&long, 32),
-        Err(wire::EncodeError::StringTooLong { len: 32, max: 31, .. })
+        Err(wire::EncodeError::StringTooLong {
+            len: 32,
+            max: 31,
+            ..
+        })
     ));
     let mut out = vec![0xEE];
     assert!(long.encode(32, &mut out).is_err());

@@ -41,10 +41,17 @@ fn wheel_memclnt_json() -> String {
         Some(p) => PathBuf::from(p),
         None => {
             let out = Command::new(papi_python())
-                .args(["-c", "import vpp_papi, os; print(os.path.dirname(vpp_papi.__file__))"])
+                .args([
+                    "-c",
+                    "import vpp_papi, os; print(os.path.dirname(vpp_papi.__file__))",
+                ])
                 .output()
                 .expect("run python");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let dir = String::from_utf8(out.stdout).unwrap();
             Path::new(dir.trim()).join("data/memclnt.api.json")
         }
@@ -56,7 +63,12 @@ fn wheel_memclnt_json() -> String {
 fn memclnt_matches_the_vpp_papi_wheel() {
     let wheel = Module::from_json_text("memclnt", &wheel_memclnt_json()).unwrap();
     let ours = memclnt::schema();
-    let names = |m: &Module| m.messages.iter().map(|x| x.name.clone()).collect::<Vec<_>>();
+    let names = |m: &Module| {
+        m.messages
+            .iter()
+            .map(|x| x.name.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(names(&ours), names(&wheel), "names and order (IDs 1-28)");
     assert_eq!(ours.messages.len(), 28);
     for (o, w) in ours.messages.iter().zip(&wheel.messages) {
@@ -83,7 +95,12 @@ fn memclnt_matches_the_vpp_papi_wheel() {
 }
 
 fn obj(members: Vec<(&str, Json)>) -> Json {
-    Json::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    Json::Object(
+        members
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
 }
 fn num(v: i64) -> Json {
     if v < 0 {
@@ -127,7 +144,7 @@ fn papi_serializer_packs_and_unpacks_like_our_codec() {
         .take(3)
         .map(|e| obj(vec![("index", num(e.index.into())), ("name", s(&e.name))]))
         .collect();
-    let cases = vec![
+    let cases = [
         case(
             &table,
             &memclnt::ControlPingReply {
@@ -283,11 +300,26 @@ fn papi_serializer_packs_and_unpacks_like_our_codec() {
     let unpacked = result.get("unpacked").unwrap().as_array().unwrap();
     for (i, c) in cases.iter().enumerate() {
         let hex: String = c.ours.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(packed[i].as_str().unwrap(), hex, "papi packs {} like us", c.name);
+        assert_eq!(
+            packed[i].as_str().unwrap(),
+            hex,
+            "papi packs {} like us",
+            c.name
+        );
         let u = &unpacked[i];
-        assert_eq!(u.get("__size").and_then(Json::as_u64), Some(c.ours.len() as u64), "{}", c.name);
+        assert_eq!(
+            u.get("__size").and_then(Json::as_u64),
+            Some(c.ours.len() as u64),
+            "{}",
+            c.name
+        );
         for (k, v) in c.args.as_object().unwrap() {
-            assert_eq!(u.get(k), Some(v), "papi unpacks {}.{k} from our bytes", c.name);
+            assert_eq!(
+                u.get(k),
+                Some(v),
+                "papi unpacks {}.{k} from our bytes",
+                c.name
+            );
         }
     }
     let functions: Vec<&str> = result
@@ -298,8 +330,17 @@ fn papi_serializer_packs_and_unpacks_like_our_codec() {
         .iter()
         .filter_map(Json::as_str)
         .collect();
-    for f in ["control_ping", "show_version", "cli_inband", "api_client_dump", "get_api_json"] {
-        assert!(functions.contains(&f), "api.{f}() built from our JSON: {functions:?}");
+    for f in [
+        "control_ping",
+        "show_version",
+        "cli_inband",
+        "api_client_dump",
+        "get_api_json",
+    ] {
+        assert!(
+            functions.contains(&f),
+            "api.{f}() built from our JSON: {functions:?}"
+        );
     }
     // Our JSON round-trips through our own reader too.
     let reread = vlibapi::schema::Schema::from_api_json_array(&table.api_json()).unwrap();
