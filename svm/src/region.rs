@@ -27,6 +27,7 @@ use std::ptr::NonNull;
 
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
+use vppinfra::heap::{Heap, HeapAttachError, HeapInitError};
 use vppinfra::sync::{Arc, AtomicU64};
 
 /// Marks a `#[repr(C)]` type that may be viewed in place in shared memory.
@@ -252,6 +253,70 @@ impl SharedRegion {
         // SAFETY: `offset <= len` (checked by `contains`), so the result stays inside (or one past)
         // the mapped range that `base` starts, as `NonNull::add` requires.
         Some(unsafe { self.base.add(offset) })
+    }
+}
+
+/// A [`Heap`] over a range of a region, which it keeps mapped.
+pub(crate) struct RegionHeap {
+    // Declared first so it drops before the region's keep-alive handle.
+    heap: Heap,
+    _region: SharedRegion,
+}
+
+impl RegionHeap {
+    pub(crate) fn heap(&self) -> &Heap {
+        &self.heap
+    }
+
+    pub(crate) fn heap_mut(&mut self) -> &mut Heap {
+        &mut self.heap
+    }
+}
+
+impl fmt::Debug for RegionHeap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.heap.fmt(f)
+    }
+}
+
+impl SharedRegion {
+    /// Formats a fresh heap over `offset..offset + len` of the region.
+    pub(crate) fn format_heap(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Result<RegionHeap, HeapInitError> {
+        let base = self
+            .checked_ptr(offset, len, vppinfra::heap::REGION_ALIGN)
+            .ok_or(HeapInitError::TooLarge { len })?;
+        // SAFETY: `checked_ptr` proved the range lies in the region and is aligned; the returned
+        // `RegionHeap` holds a clone of this region, so the range stays mapped for the heap's
+        // life (invariant 1). This process reaches those bytes only through the heap and through
+        // atomic views of allocations it handed out (invariant 2). The creator formats the heap
+        // before any peer can see the segment (it is not `ready` yet).
+        let heap = unsafe { Heap::init(base.as_ptr(), len) }?;
+        Ok(RegionHeap {
+            heap,
+            _region: self.clone(),
+        })
+    }
+
+    /// Attaches to the heap a peer formatted over `offset..offset + len` of the region.
+    pub(crate) fn attach_heap(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Result<RegionHeap, HeapAttachError> {
+        let base = self
+            .checked_ptr(offset, len, vppinfra::heap::REGION_ALIGN)
+            .ok_or(HeapAttachError::Region(HeapInitError::TooLarge { len }))?;
+        // SAFETY: as in `format_heap`: in bounds, aligned, kept mapped by the clone held in the
+        // result, and reached in this process only through heap handles and atomic views.
+        let heap = unsafe { Heap::attach(base.as_ptr(), len) }?;
+        Ok(RegionHeap {
+            heap,
+            _region: self.clone(),
+        })
     }
 }
 

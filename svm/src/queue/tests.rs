@@ -2,12 +2,11 @@
 //! behaviour is in `tests/mp_queue*.rs`; the interleavings are in `loom_tests.rs`.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use super::*;
 use crate::notify::EventFdNotifier;
-use vppinfra::sync::{Arc, thread};
+use vppinfra::sync::{Arc, AtomicUsize, thread};
 
 fn geometry(capacity: u32, elem_size: u32) -> QueueGeometry {
     QueueGeometry::new(capacity, elem_size).unwrap()
@@ -47,7 +46,7 @@ struct CountingNotifier(Arc<AtomicUsize>);
 
 impl Notifier for CountingNotifier {
     fn notify(&self, parked: &ParkWord) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.fetch_add(1, Ordering::Relaxed);
         parked.wake_all();
     }
 }
@@ -426,7 +425,7 @@ fn a_polling_peer_is_never_woken() {
         tx.send(&v.to_ne_bytes()).unwrap();
     }
     consumer.join().unwrap();
-    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -451,7 +450,7 @@ fn a_parked_consumer_is_woken_once() {
     tx.try_send(&7u64.to_ne_bytes()).unwrap();
     tx.try_send(&8u64.to_ne_bytes()).unwrap();
     assert_eq!(consumer.join().unwrap(), 7);
-    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
     assert!(!header(&region).consumer_parked.0.is_parked());
 }
 
@@ -465,7 +464,7 @@ fn a_garbage_parked_word_costs_one_wake_and_is_cleared() {
     header(&region).consumer_parked.0.announce();
     tx.try_send(&[0; 8]).unwrap();
     tx.try_send(&[0; 8]).unwrap();
-    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
     assert!(!header(&region).consumer_parked.0.is_parked());
 }
 

@@ -57,11 +57,13 @@ use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use vppinfra::sync::Ordering;
 
-use crate::region::{Mapping, Placement, SharedRegion, page_size, round_up};
-use header::{
-    FLAG_HUGE_PAGES, SEGMENT_LAYOUT_VERSION, SEGMENT_MAGIC, SEGMENT_N_OPAQUE, SEGMENT_NAME_MAX,
-    SegmentHeader, offsets,
+use vppinfra::heap::{
+    Heap, HeapAllocError, HeapAttachError, HeapFreeError, HeapInitError, HeapStats,
 };
+
+use crate::region::{Mapping, Placement, RegionHeap, SharedRegion, page_size, round_up};
+use header::{FLAG_HUGE_PAGES, SEGMENT_LAYOUT_VERSION, SEGMENT_MAGIC, SegmentHeader, offsets};
+pub use header::{SEGMENT_N_OPAQUE, SEGMENT_NAME_MAX};
 pub use named::{NamedPermissions, ShmName, ShmNameError, remove_stale, unlink};
 
 /// What backs a segment.
@@ -203,12 +205,14 @@ impl Default for AttachOptions {
 /// A mapped segment. Dropping it unmaps it (once every queue handle made on its region is gone
 /// too), closes the fd and, for the creator of a named segment, unlinks the name.
 pub struct Segment {
+    // Declared first: dropped before the region handle below.
+    heap: RegionHeap,
     region: SharedRegion,
     fd: OwnedFd,
     role: SegmentRole,
     kind: SegmentKind,
     size: usize,
-    heap: Range<usize>,
+    heap_range: Range<usize>,
     name: String,
     index: u32,
     huge_pages: bool,
@@ -269,10 +273,13 @@ impl Segment {
         options: &SegmentOptions,
         kind: SegmentKind,
         huge_pages: bool,
-    ) -> Self {
+    ) -> Result<Self, SegmentCreateError> {
         let region = SharedRegion::from_mapping(mapping);
         let size = region.len();
-        let heap = header_page()..size;
+        let heap_range = header_page()..size;
+        let heap = region
+            .format_heap(heap_range.start, heap_range.len())
+            .map_err(SegmentCreateError::Heap)?;
         let name: String = truncate_utf8(&options.name, SEGMENT_NAME_MAX).to_owned();
         let header = region_header(&region);
         header.magic.store(0, Ordering::Relaxed);
@@ -288,8 +295,10 @@ impl Segment {
         header.index.store(options.index, Ordering::Relaxed);
         header
             .heap_offset
-            .store(heap.start as u64, Ordering::Relaxed);
-        header.heap_size.store(heap.len() as u64, Ordering::Relaxed);
+            .store(heap_range.start as u64, Ordering::Relaxed);
+        header
+            .heap_size
+            .store(heap_range.len() as u64, Ordering::Relaxed);
         header
             .creator_va
             .store(region.base_addr() as u64, Ordering::Relaxed);
@@ -306,19 +315,20 @@ impl Segment {
             Ordering::Relaxed,
         );
         header.magic.store(SEGMENT_MAGIC, Ordering::Release);
-        Self {
+        Ok(Self {
+            heap,
             region,
             fd,
             role: SegmentRole::Creator,
             kind,
             size,
-            heap,
+            heap_range,
             name,
             index: options.index,
             huge_pages,
             huge_page_fallback: None,
             unlink_on_drop: None,
-        }
+        })
     }
 
     fn header(&self) -> &SegmentHeader {
@@ -364,7 +374,39 @@ impl Segment {
 
     /// Byte range of the in-segment heap (private copy, validated at attach).
     pub fn heap_range(&self) -> Range<usize> {
-        self.heap.clone()
+        self.heap_range.clone()
+    }
+
+    /// The in-segment heap. Its offsets are relative to `heap_range().start`; prefer
+    /// [`Segment::alloc`] and [`Segment::free`], which speak segment offsets.
+    pub fn heap(&self) -> &Heap {
+        self.heap.heap()
+    }
+
+    /// How long heap operations wait for a heap lock held by a live peer before failing (the
+    /// heap's default is 10 s; a peer that holds it and dies is detected much sooner).
+    pub fn set_heap_lock_timeout(&mut self, timeout: Duration) {
+        self.heap.heap_mut().set_lock_timeout(timeout);
+    }
+
+    /// Allocates `size` bytes aligned to `align` (a power of two up to 4096) from the
+    /// in-segment heap; returns the offset from the segment's start.
+    #[doc(alias = "ssvm_mem_alloc")]
+    pub fn alloc(&self, size: usize, align: usize) -> Result<usize, HeapAllocError> {
+        let offset = self.heap().alloc(size, align)?;
+        // The heap returns offsets inside its region, which is inside the segment.
+        Ok(self.heap_range.start + offset as usize)
+    }
+
+    /// Frees an allocation made by [`Segment::alloc`] (in any process), given its segment offset.
+    pub fn free(&self, offset: usize) -> Result<(), HeapFreeError> {
+        let heap_offset =
+            offset
+                .checked_sub(self.heap_range.start)
+                .ok_or(HeapFreeError::OutOfRange {
+                    offset: offset as u64,
+                })?;
+        self.heap().free(heap_offset as u64)
     }
 
     /// The name (private copy taken at create/attach).
@@ -414,7 +456,8 @@ impl Segment {
             kind: self.kind,
             role: self.role,
             size: self.size,
-            heap_size: self.heap.len(),
+            heap_size: self.heap_range.len(),
+            heap: self.heap().stats().ok(),
             creator_pid: header.creator_pid.load(Ordering::Relaxed),
             attacher_pid: header.attacher_pid.load(Ordering::Relaxed),
             index: self.index,
@@ -440,7 +483,7 @@ impl fmt::Debug for Segment {
             .field("kind", &self.kind)
             .field("role", &self.role)
             .field("size", &self.size)
-            .field("heap", &self.heap)
+            .field("heap", &self.heap_range)
             .field("index", &self.index)
             .field("region", &self.region)
             .finish_non_exhaustive()
@@ -461,6 +504,9 @@ pub struct SegmentStats {
     pub size: usize,
     /// Bytes given to the in-segment heap.
     pub heap_size: usize,
+    /// The heap's own figures (used, free, allocations), or `None` if it could not be read
+    /// (corrupt, or its lock held past the timeout).
+    pub heap: Option<HeapStats>,
     /// Creator's pid, as recorded in the header.
     pub creator_pid: u32,
     /// Last attacher's pid, as recorded in the header.
@@ -477,13 +523,18 @@ pub struct SegmentStats {
 
 impl fmt::Display for SegmentStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (used, free) = match &self.heap {
+            Some(h) => (h.bytes_used.to_string(), h.bytes_free.to_string()),
+            None => ("?".to_owned(), "?".to_owned()),
+        };
         write!(
             f,
-            "{:<24} {:<5} {:>10} heap {:>10} creator {:>7} attacher {:>7} index {:>5}{}{}",
+            "{:<24} {:<5} {:>10} heap used {:>10} free {:>10} creator {:>7} attacher {:>7} index {:>5}{}{}",
             self.name,
             self.kind,
             self.size,
-            self.heap_size,
+            used,
+            free,
             self.creator_pid,
             self.attacher_pid,
             self.index,
@@ -551,13 +602,7 @@ fn create_memfd(options: &SegmentOptions, huge: bool) -> Result<Segment, Segment
     .map_err(os("F_ADD_SEALS"))?;
     fcntl(&fd, FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SEAL)).map_err(os("F_ADD_SEALS"))?;
     let mapping = Mapping::map_shared(&fd, size, Placement::Anywhere).map_err(os("mmap"))?;
-    Ok(Segment::from_creation(
-        fd,
-        mapping,
-        options,
-        SegmentKind::Memfd,
-        huge,
-    ))
+    Segment::from_creation(fd, mapping, options, SegmentKind::Memfd, huge)
 }
 
 /// What `pread` found at the start of a segment file.
@@ -684,7 +729,7 @@ fn attach_fd(
     // After `ready` (Acquire), read the rest once into private copies and validate it.
     let heap_offset = header.heap_offset.load(Ordering::Relaxed);
     let heap_size = header.heap_size.load(Ordering::Relaxed);
-    let heap = usize::try_from(heap_offset)
+    let heap_range = usize::try_from(heap_offset)
         .ok()
         .zip(usize::try_from(heap_size).ok())
         .filter(|&(off, _)| off >= header_page() && off % 64 == 0)
@@ -694,6 +739,9 @@ fn attach_fd(
             offset: heap_offset,
             size: heap_size,
         })?;
+    let heap = region
+        .attach_heap(heap_range.start, heap_range.len())
+        .map_err(SegmentAttachError::Heap)?;
     header
         .attacher_pid
         .store(std::process::id(), Ordering::Relaxed);
@@ -707,6 +755,7 @@ fn attach_fd(
         kind,
         size,
         heap,
+        heap_range,
         huge_pages,
         huge_page_fallback: None,
         unlink_on_drop: None,
@@ -731,6 +780,8 @@ pub enum SegmentCreateError {
         /// The live creator's pid, if the header is ours.
         creator_pid: Option<u32>,
     },
+    /// The in-segment heap could not be formatted.
+    Heap(HeapInitError),
     /// A system call failed.
     #[doc(alias = "SSVM_API_ERROR_CREATE_FAILURE")]
     #[doc(alias = "SSVM_API_ERROR_SET_SIZE")]
@@ -751,6 +802,7 @@ impl fmt::Display for SegmentCreateError {
                 "segment size {size} is not between two pages and i64::MAX"
             ),
             Self::HugePages(e) => write!(f, "huge pages unavailable: {e}"),
+            Self::Heap(e) => write!(f, "cannot format the segment heap: {e}"),
             Self::Exists {
                 creator_pid: Some(pid),
             } => write!(f, "segment exists and its creator (pid {pid}) is alive"),
@@ -766,6 +818,7 @@ impl std::error::Error for SegmentCreateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::HugePages(e) | Self::Os { errno: e, .. } => Some(e),
+            Self::Heap(e) => Some(e),
             _ => None,
         }
     }
@@ -830,6 +883,8 @@ pub enum SegmentAttachError {
         /// Recorded heap size.
         size: u64,
     },
+    /// The in-segment heap is not a heap this process can use.
+    Heap(HeapAttachError),
     /// A system call failed.
     #[doc(alias = "SSVM_API_ERROR_MMAP")]
     Os {
@@ -877,6 +932,7 @@ impl fmt::Display for SegmentAttachError {
                 f,
                 "segment heap at {offset:#x} of {size} bytes is outside the segment"
             ),
+            Self::Heap(e) => write!(f, "segment heap unusable: {e}"),
             Self::Os { call, errno } => write!(f, "{call} failed: {errno}"),
         }
     }
@@ -886,6 +942,7 @@ impl std::error::Error for SegmentAttachError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Os { errno, .. } => Some(errno),
+            Self::Heap(e) => Some(e),
             _ => None,
         }
     }

@@ -281,7 +281,7 @@ impl Segment {
             .map_err(|_| SegmentCreateError::InvalidSize { size: options.size })?;
         nix::unistd::ftruncate(&fd, len).map_err(os("ftruncate"))?;
         let mapping = Mapping::map_shared(&fd, size, Placement::Anywhere).map_err(os("mmap"))?;
-        let mut segment = Segment::from_creation(fd, mapping, options, SegmentKind::Named, false);
+        let mut segment = Segment::from_creation(fd, mapping, options, SegmentKind::Named, false)?;
         segment.unlink_on_drop = Some(name.clone());
         guard.0 = None;
         Ok(segment)

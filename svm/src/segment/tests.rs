@@ -23,9 +23,9 @@ fn quick() -> AttachOptions {
     AttachOptions::default().ready_timeout(Duration::from_millis(50))
 }
 
-/// A sealed memfd holding a copy of `segment`'s first page with `edit` applied.
+/// A sealed memfd holding a copy of `segment` with `edit` applied.
 fn forged(segment: &Segment, edit: impl FnOnce(&mut [u8])) -> OwnedFd {
-    let mut page = vec![0u8; header_page()];
+    let mut page = vec![0u8; segment.size()];
     nix::sys::uio::pread(segment.fd(), &mut page, 0).unwrap();
     edit(&mut page);
     let fd = memfd_create(
@@ -305,11 +305,56 @@ fn huge_pages_fall_back_or_are_used() {
 }
 
 #[test]
+fn the_heap_is_shared_by_creator_and_attacher() {
+    let creator = Segment::create(&small()).unwrap();
+    let a = creator.alloc(1000, 64).unwrap();
+    assert!(creator.heap_range().contains(&a));
+    assert_eq!(a % 64, 0);
+    creator.set_ready();
+    let attacher = Segment::attach(dup(&creator), &quick()).unwrap();
+    let b = attacher.alloc(2000, 128).unwrap();
+    assert!(b != a && attacher.heap_range().contains(&b));
+    let stats = creator.stats().heap.unwrap();
+    assert_eq!(stats.n_live, 2);
+    // Either side frees either allocation, by segment offset.
+    attacher.free(a).unwrap();
+    creator.free(b).unwrap();
+    assert_eq!(creator.stats().heap.unwrap().n_live, 0);
+    assert!(matches!(
+        creator.free(a),
+        Err(HeapFreeError::DoubleFree { .. } | HeapFreeError::NotAllocated { .. })
+    ));
+    assert_eq!(
+        creator.free(16),
+        Err(HeapFreeError::OutOfRange { offset: 16 })
+    );
+    creator.heap().validate().unwrap();
+}
+
+#[test]
+fn attach_refuses_a_segment_without_a_heap() {
+    let creator = Segment::create(&small()).unwrap();
+    creator.set_ready();
+    let heap_start = creator.heap_range().start;
+    let fd = forged(&creator, |_| {});
+    // Wipe the heap header in the forged copy.
+    nix::sys::uio::pwrite(&fd, &[0u8; 64], heap_start as i64).unwrap();
+    assert!(matches!(
+        Segment::attach(fd, &quick()),
+        Err(SegmentAttachError::Heap(HeapAttachError::BadMagic {
+            found: 0
+        }))
+    ));
+}
+
+#[test]
 fn queues_live_in_segments_and_outlive_the_handle() {
     use crate::queue::{self, Consumer, Producer, QueueGeometry};
     let creator = Segment::create(&small()).unwrap();
     let g = QueueGeometry::new(16, 64).unwrap();
-    let offset = creator.heap_range().start;
+    let offset = creator
+        .alloc(g.footprint(), crate::queue::QUEUE_ALIGN)
+        .unwrap();
     queue::init(creator.region(), offset, g).unwrap();
     creator.set_ready();
     let attacher = Segment::attach(dup(&creator), &quick()).unwrap();
