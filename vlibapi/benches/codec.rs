@@ -49,7 +49,12 @@ fn main() {
         context: 7,
     };
     let ping_bytes = vlibapi::wire::to_vec(&ping, 23).unwrap();
-    let base = copy_baseline(&mut b, "baseline: copy 10 bytes in and out", 20_000_000, &ping_bytes);
+    let base = copy_baseline(
+        &mut b,
+        "baseline: copy 10 bytes in and out",
+        20_000_000,
+        &ping_bytes,
+    );
     let mut buf = Vec::with_capacity(64);
     b.run_vs("control_ping encode+decode", 20_000_000, &base, |n| {
         for i in 0..n {
@@ -77,7 +82,12 @@ fn main() {
         message_table: entries,
     };
     let reply_bytes = vlibapi::wire::to_vec(&reply, 16).unwrap();
-    let base = copy_baseline(&mut b, "baseline: copy 66,020 bytes in and out", 20_000, &reply_bytes);
+    let base = copy_baseline(
+        &mut b,
+        "baseline: copy 66,020 bytes in and out",
+        20_000,
+        &reply_bytes,
+    );
     let mut buf = Vec::with_capacity(reply_bytes.len());
     b.run_vs("sockclnt_create_reply x1000 encode", 20_000, &base, |n| {
         for _ in 0..n {
@@ -122,18 +132,35 @@ fn main() {
     let schema: &Schema = table.schema();
     let ping_def = schema.message("control_ping").unwrap();
     let reply_def = schema.message("sockclnt_create_reply").unwrap();
-    let base = copy_baseline(&mut b, "baseline: copy 10 bytes in and out (again)", 2_000_000, &ping_bytes);
+    let base = copy_baseline(
+        &mut b,
+        "baseline: copy 10 bytes in and out (again)",
+        2_000_000,
+        &ping_bytes,
+    );
     b.run_vs("control_ping dynamic decode", 2_000_000, &base, |n| {
         for _ in 0..n {
             black_box(value::decode_message(schema, ping_def, black_box(&ping_bytes)).unwrap());
         }
     });
-    let base = copy_baseline(&mut b, "baseline: copy 66,020 bytes (again)", 2_000, &reply_bytes);
-    b.run_vs("sockclnt_create_reply x1000 dynamic decode", 2_000, &base, |n| {
-        for _ in 0..n {
-            black_box(value::decode_message(schema, reply_def, black_box(&reply_bytes)).unwrap());
-        }
-    });
+    let base = copy_baseline(
+        &mut b,
+        "baseline: copy 66,020 bytes (again)",
+        2_000,
+        &reply_bytes,
+    );
+    b.run_vs(
+        "sockclnt_create_reply x1000 dynamic decode",
+        2_000,
+        &base,
+        |n| {
+            for _ in 0..n {
+                black_box(
+                    value::decode_message(schema, reply_def, black_box(&reply_bytes)).unwrap(),
+                );
+            }
+        },
+    );
 
     // Dispatch: the per-message cost of the table lookup, decode and handler call, with a
     // handler that sends nothing; then the full control_ping round trip.
@@ -158,15 +185,28 @@ fn main() {
         20_000_000,
         &round_trip_bytes,
     );
-    b.run_vs("dispatch control_ping, handler sends nothing", 20_000_000, &base, |n| {
-        for _ in 0..n {
-            quiet.dispatch(ClientIndex(1), black_box(&ping_bytes), &mut out).unwrap();
-        }
-    });
-    b.run_vs("control_ping decode+dispatch+encode round trip", 20_000_000, &base, |n| {
-        for _ in 0..n {
-            full.dispatch(ClientIndex(1), black_box(&ping_bytes), &mut out).unwrap();
-        }
-    });
+    b.run_vs(
+        "dispatch control_ping, handler sends nothing",
+        20_000_000,
+        &base,
+        |n| {
+            for _ in 0..n {
+                quiet
+                    .dispatch(ClientIndex(1), black_box(&ping_bytes), &mut out)
+                    .unwrap();
+            }
+        },
+    );
+    b.run_vs(
+        "control_ping decode+dispatch+encode round trip",
+        20_000_000,
+        &base,
+        |n| {
+            for _ in 0..n {
+                full.dispatch(ClientIndex(1), black_box(&ping_bytes), &mut out)
+                    .unwrap();
+            }
+        },
+    );
     assert!(out.0 > 0);
 }

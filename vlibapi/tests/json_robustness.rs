@@ -51,10 +51,15 @@ fn damaged_documents_are_errors_or_round_trip() {
         let _ = Schema::from_api_json_array(&format!("[{text}]"));
         if let Ok(m) = Module::from_json_text("m", &text) {
             accepted += 1;
-            let out = m.to_json(WriteOptions { host_order_overlay: true }).to_pretty(4);
+            let out = m
+                .to_json(WriteOptions {
+                    host_order_overlay: true,
+                })
+                .to_pretty(4);
             let back = Module::from_json_text("m", &out).unwrap();
             assert_eq!(back, m, "round {round}");
-            let _ = vlibapi::codegen::generate_module(&m, &vlibapi::codegen::CodegenOptions::new("m"));
+            let _ =
+                vlibapi::codegen::generate_module(&m, &vlibapi::codegen::CodegenOptions::new("m"));
         }
     }
     assert!(accepted > 0, "some mutations stay valid");
@@ -64,7 +69,9 @@ fn damaged_documents_are_errors_or_round_trip() {
 fn our_files_round_trip_exactly() {
     for src in SOURCES {
         let m = Module::from_json_text("m", src).unwrap();
-        let out = m.to_json(WriteOptions { host_order_overlay: true });
+        let out = m.to_json(WriteOptions {
+            host_order_overlay: true,
+        });
         assert_eq!(Module::from_json(&m.name, &out).unwrap(), m);
     }
 }
