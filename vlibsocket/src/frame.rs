@@ -168,6 +168,17 @@ impl FrameReader {
         }
     }
 
+    /// True when [`FrameReader::next_frame`] would return a frame or an error now.
+    pub fn frame_ready(&self) -> bool {
+        if self.buffered() < HEADER_LEN {
+            return false;
+        }
+        let len = self.announced_len();
+        len > self.max_message_len
+            || (len as usize) < MIN_MESSAGE_LEN
+            || self.buffered() >= HEADER_LEN + len as usize
+    }
+
     /// Total length (header + message) of the next frame, when its header has arrived and is
     /// within bounds.
     fn peek_len(&self) -> Option<usize> {

@@ -19,6 +19,8 @@ pub enum Interest {
     Read,
     /// Readability and writability.
     ReadWrite,
+    /// Writability only (input paused until the output drains).
+    Write,
 }
 
 impl Interest {
@@ -27,6 +29,7 @@ impl Interest {
         match self {
             Self::Read => base,
             Self::ReadWrite => base | EpollFlags::EPOLLOUT,
+            Self::Write => EpollFlags::EPOLLOUT,
         }
     }
 }

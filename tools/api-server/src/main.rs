@@ -1,0 +1,87 @@
+//! `api-server`: the API server with its default modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vlib_server::log::Level;
+use vlib_server::server::{Server, ServerConfig};
+use vlibsocket::server::{SocketConfig, default_socket_path};
+
+/// Serves the binary API over a Unix socket.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Socket path (default: $XDG_RUNTIME_DIR/vpp/api.sock, /run/vpp/api.sock for root).
+    #[arg(long, short = 's')]
+    socket: Option<PathBuf>,
+    /// Socket file mode, octal.
+    #[arg(long, default_value = "600", value_parser = parse_octal)]
+    socket_mode: u32,
+    /// Group owning the socket file (numeric gid).
+    #[arg(long)]
+    socket_group: Option<u32>,
+    /// Only these uids may connect (repeatable; default: whoever the file mode lets in).
+    #[arg(long = "allow-uid")]
+    allow_uids: Vec<u32>,
+    /// Only these gids may connect, besides --allow-uid (repeatable).
+    #[arg(long = "allow-gid")]
+    allow_gids: Vec<u32>,
+    /// Longest message accepted from a client, in bytes (k, m suffixes allowed).
+    #[arg(long, default_value = "8m", value_parser = parse_size)]
+    max_msg_size: u64,
+    /// Bytes queued for a client that does not read before it is disconnected.
+    #[arg(long, default_value = "64m", value_parser = parse_size)]
+    max_output: u64,
+    /// Log level: off, error, warn, info, debug.
+    #[arg(long, default_value = "info")]
+    log_level: Level,
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|e| format!("not an octal mode: {e}"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let mut input = vppinfra::unformat::Input::new(s);
+    let n = input.memory_size().map_err(|e| e.to_string())?;
+    input.end().map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut socket = SocketConfig::new(args.socket.unwrap_or_else(default_socket_path));
+    socket.mode = args.socket_mode;
+    socket.group = args.socket_group;
+    socket.allow_uids = args.allow_uids;
+    socket.allow_gids = args.allow_gids;
+    socket.max_message_len = u32::try_from(args.max_msg_size).unwrap_or(u32::MAX);
+    socket.max_output_bytes = usize::try_from(args.max_output).unwrap_or(usize::MAX);
+    let config = ServerConfig {
+        socket,
+        log_level: args.log_level,
+        ..ServerConfig::default()
+    };
+    let built = Server::builder()
+        .config(config)
+        .plugin(example_plugin::ExamplePlugin::new())
+        .handle_signals(true)
+        .build();
+    let mut server = match built {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("api-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("api-server listening on {}", server.socket_path().display());
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("api-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
