@@ -13,14 +13,22 @@
 //! elements are copied out before anyone looks at them, and every wait on a word a peer controls
 //! has a deadline.
 //!
+//! Choices worth knowing (see each module for the reasons):
+//!
+//! - Segments are position-independent; nothing depends on mapping at the creator's address.
+//! - memfd segments are sealed against shrinking and growing, and then sealed against new seals;
+//!   an attacher refuses a segment that could shrink. Named `/dev/shm` segments cannot be sealed
+//!   and rely on file permissions: use them for trusted peers only.
+//! - Queue capacities are powers of two and element sizes multiples of 8 bytes; elements are
+//!   copied with relaxed atomic 64-bit accesses (sound under a concurrently writing peer, and as
+//!   fast as `memcpy` for small elements).
+//! - Each queue end keeps its own index privately and only reads the peer's; geometry is fixed
+//!   per handle at attach time.
+//!
 //! Under `--cfg loom` the queue and the `ready` handshake run on process-local memory (loom's
 //! atomics cannot live in a memfd), with the futex modelled by a mutex and a condition variable;
 //! everything that maps memory is compiled out.
 
-#[cfg(not(loom))]
-mod futex;
-#[cfg(loom)]
-#[path = "futex.rs"]
 mod futex;
 pub mod notify;
 pub mod queue;

@@ -28,7 +28,7 @@ use std::ptr::NonNull;
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use vppinfra::heap::{Heap, HeapAttachError, HeapInitError};
-use vppinfra::sync::{Arc, AtomicU64};
+use vppinfra::sync::{Arc, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// Marks a `#[repr(C)]` type that may be viewed in place in shared memory.
 ///
@@ -232,14 +232,82 @@ impl SharedRegion {
         Some(unsafe { ptr.cast::<T>().as_ref() })
     }
 
-    /// A view of `n_words` 64-bit atomic words at `offset`, or `None` if out of range or
-    /// misaligned.
-    pub(crate) fn words(&self, offset: usize, n_words: usize) -> Option<&[AtomicU64]> {
+    /// A view of `n_words` 64-bit atomic words at `offset` (8-byte aligned), or `None` if out of
+    /// range or misaligned. Atomics are the only sound way to touch memory a peer may write at
+    /// any time; whatever they hold is untrusted.
+    pub fn words(&self, offset: usize, n_words: usize) -> Option<&[AtomicU64]> {
         let size = n_words.checked_mul(8)?;
         let ptr = self.checked_ptr(offset, size, align_of::<AtomicU64>())?;
         // SAFETY: as in `view`: in bounds, aligned, mapped while `&self` lives, and `AtomicU64`
         // has the size and alignment of `u64` and accepts any bit pattern.
         Some(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>().as_ptr(), n_words) })
+    }
+
+    /// A view of `n_words` 32-bit atomic words at `offset` (4-byte aligned), or `None` if out of
+    /// range or misaligned.
+    pub fn words32(&self, offset: usize, n_words: usize) -> Option<&[AtomicU32]> {
+        let size = n_words.checked_mul(4)?;
+        let ptr = self.checked_ptr(offset, size, align_of::<AtomicU32>())?;
+        // SAFETY: as in `words`, for `AtomicU32`.
+        Some(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU32>().as_ptr(), n_words) })
+    }
+
+    /// A view of `len` bytes at `offset` as atomic bytes, or `None` if out of range.
+    fn bytes(&self, offset: usize, len: usize) -> Option<&[AtomicU8]> {
+        let ptr = self.checked_ptr(offset, len, 1)?;
+        // SAFETY: as in `words`, for `AtomicU8` (alignment 1).
+        Some(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU8>().as_ptr(), len) })
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of the region (relaxed atomic accesses: 8 bytes
+    /// at a time where aligned). The copy is a snapshot a peer may have been changing; validate
+    /// it after copying, never before.
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), RegionAccessError> {
+        let bytes = self.bytes(offset, dst.len()).ok_or(RegionAccessError {
+            offset,
+            len: dst.len(),
+            region_len: self.len,
+        })?;
+        let (head, words, tail) = split_aligned(self.base_addr() + offset, dst.len());
+        for (d, b) in dst[..head].iter_mut().zip(&bytes[..head]) {
+            *d = b.load(Ordering::Relaxed);
+        }
+        if let Some(ws) = self.words(offset + head, words) {
+            for (d, w) in dst[head..head + words * 8].chunks_exact_mut(8).zip(ws) {
+                d.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+            }
+        }
+        let rest = head + words * 8;
+        for (d, b) in dst[rest..rest + tail].iter_mut().zip(&bytes[rest..]) {
+            *d = b.load(Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Copies `src` into the region at `offset` (relaxed atomic accesses, 8 bytes at a time
+    /// where aligned). Publish it to a peer with a `Release` store of some index or flag.
+    pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), RegionAccessError> {
+        let bytes = self.bytes(offset, src.len()).ok_or(RegionAccessError {
+            offset,
+            len: src.len(),
+            region_len: self.len,
+        })?;
+        let (head, words, tail) = split_aligned(self.base_addr() + offset, src.len());
+        for (s, b) in src[..head].iter().zip(&bytes[..head]) {
+            b.store(*s, Ordering::Relaxed);
+        }
+        if let Some(ws) = self.words(offset + head, words) {
+            for (s, w) in src[head..head + words * 8].chunks_exact(8).zip(ws) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(s);
+                w.store(u64::from_ne_bytes(a), Ordering::Relaxed);
+            }
+        }
+        let rest = head + words * 8;
+        for (s, b) in src[rest..rest + tail].iter().zip(&bytes[rest..]) {
+            b.store(*s, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn checked_ptr(&self, offset: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
@@ -329,6 +397,37 @@ impl fmt::Debug for SharedRegion {
     }
 }
 
+/// Splits `len` bytes starting at address `addr` into a byte-wise head up to 8-byte alignment,
+/// whole 8-byte words, and a byte-wise tail.
+fn split_aligned(addr: usize, len: usize) -> (usize, usize, usize) {
+    let head = ((8 - addr % 8) % 8).min(len);
+    let words = (len - head) / 8;
+    (head, words, len - head - words * 8)
+}
+
+/// A byte range does not lie inside the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionAccessError {
+    /// Start of the range.
+    pub offset: usize,
+    /// Its length.
+    pub len: usize,
+    /// The region's length.
+    pub region_len: usize,
+}
+
+impl fmt::Display for RegionAccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} bytes at offset {:#x} do not fit in a region of {} bytes",
+            self.len, self.offset, self.region_len
+        )
+    }
+}
+
+impl std::error::Error for RegionAccessError {}
+
 /// The system page size.
 pub(crate) fn page_size() -> usize {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
@@ -352,7 +451,6 @@ pub(crate) fn round_up(len: usize, to: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vppinfra::sync::{AtomicU32, Ordering};
 
     #[repr(C)]
     struct Pair {
@@ -391,6 +489,36 @@ mod tests {
             .store(7, Ordering::Relaxed);
         drop(region);
         assert_eq!(clone.view::<Pair>(0).unwrap().a.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn byte_copies_handle_any_alignment() {
+        let region = SharedRegion::anonymous(4096).unwrap();
+        let data: Vec<u8> = (0..=255u8).collect();
+        for offset in 0..9 {
+            for len in [0, 1, 7, 8, 9, 17, 64, 255] {
+                region.write(offset, &data[..len]).unwrap();
+                let mut back = vec![0u8; len];
+                region.read(offset, &mut back).unwrap();
+                assert_eq!(back, &data[..len], "offset {offset} len {len}");
+            }
+        }
+        assert_eq!(
+            region.write(4090, &[0; 7]),
+            Err(RegionAccessError {
+                offset: 4090,
+                len: 7,
+                region_len: 4096
+            })
+        );
+        assert!(region.read(usize::MAX, &mut [0; 2]).is_err());
+        assert!(region.write(4096, &[]).is_ok());
+        let words = region.words32(8, 2).unwrap();
+        words[1].store(0xdead_beef, Ordering::Relaxed);
+        let mut four = [0u8; 4];
+        region.read(12, &mut four).unwrap();
+        assert_eq!(u32::from_ne_bytes(four), 0xdead_beef);
+        assert!(region.words32(2, 1).is_none());
     }
 
     #[test]

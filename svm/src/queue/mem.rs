@@ -148,6 +148,17 @@ impl QueueMem {
         unsafe { std::slice::from_raw_parts(ptr.as_ptr(), self.elem_words) }
     }
 
+    /// Reads (and discards) the first word of the slot of `index`: a prefetch for a consumer
+    /// that polls for that element. Compiled out under loom, where it would be a read racing
+    /// with the producer's write, which outside loom is harmless (both are atomic).
+    #[inline]
+    pub(crate) fn touch_slot(&self, index: u32) {
+        #[cfg(not(loom))]
+        std::hint::black_box(self.slot(index)[0].load(Ordering::Relaxed));
+        #[cfg(loom)]
+        let _ = index;
+    }
+
     /// Copies `src` (exactly one element) into the slot of `index`.
     #[inline]
     pub(crate) fn write_slot(&self, index: u32, src: &[u8]) {

@@ -818,7 +818,9 @@ impl Consumer {
                 return Err(QueueRecvError::Empty);
             }
             match waiter.next().map_err(|TimedOut| QueueRecvError::Timeout)? {
-                Next::Retry => {}
+                // While polling, touch the slot the next element will occupy, so that when it
+                // arrives its line is fetched together with `tail` instead of after it.
+                Next::Retry => self.mem.touch_slot(self.head),
                 Next::Park(timeout) => {
                     if self.prepare_park()? {
                         sleep_parked(&self.mem.header().consumer_parked.0, timeout)
