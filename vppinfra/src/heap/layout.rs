@@ -133,13 +133,15 @@ impl State {
 
 /// Check bits bind a tag to its block offset, so that a header copied elsewhere, a stray value
 /// in user data or a flipped bit does not pass for a block header.
+#[inline]
 fn check_bits(block: u64, body: u64) -> u64 {
-    let x =
-        (block.rotate_left(23) ^ body ^ 0x5bd1_e995_7f4a_7c15).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 48
+    // One multiply by an odd constant without long runs of zero bits carries every input bit
+    // into the top 16, and is cheap enough for the allocation fast path.
+    (block.rotate_left(23) ^ body ^ 0x5bd1_e995_7f4a_7c15).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48
 }
 
 /// The tag word for a block at `block` of `size` bytes in `state`.
+#[inline]
 pub(super) fn make_tag(block: u64, size: u64, state: State) -> u64 {
     let body = (size & TAG_SIZE_MASK) | state.bits();
     body | (check_bits(block, body) << 48)
@@ -147,6 +149,7 @@ pub(super) fn make_tag(block: u64, size: u64, state: State) -> u64 {
 
 /// Decodes the tag word read at `block`: `(size, state)`, or `None` when the check bits or the
 /// state do not match.
+#[inline]
 pub(super) fn decode_tag(block: u64, tag: u64) -> Option<(u64, State)> {
     let body = tag & TAG_BODY_MASK;
     if tag >> 48 != check_bits(block, body) {
@@ -159,11 +162,13 @@ pub(super) fn decode_tag(block: u64, tag: u64) -> Option<(u64, State)> {
 }
 
 /// The block size that holds a `size`-byte payload.
+#[inline]
 pub(super) fn block_size_for(size: u64) -> u64 {
     ((size + BLOCK_HEADER + GRANULE - 1) & !(GRANULE - 1)).max(MIN_BLOCK)
 }
 
 /// The quick list for blocks of exactly `size` bytes, if `size` has one.
+#[inline]
 pub(super) fn quick_index(size: u64) -> Option<usize> {
     if (MIN_BLOCK..=QUICK_MAX_BLOCK).contains(&size) && size % GRANULE == 0 {
         Some(((size - MIN_BLOCK) / GRANULE) as usize)
