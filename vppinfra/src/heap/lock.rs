@@ -20,7 +20,7 @@
 //! Known limit: a zombie owner counts as alive until its parent reaps it, and a recycled pid
 //! looks alive; both only delay a waiter until its timeout.
 //!
-//! Under loom there is no futex syscall: [`FutexSim`] models one with a loom mutex and condition
+//! Under loom there is no futex syscall: `FutexSim` models one with a loom mutex and condition
 //! variable (a waiter checks the word and sleeps under the mutex; a waker takes the mutex and
 //! wakes exactly one sleeper, as `FUTEX_WAKE` with a count of one does), and "dead" means "any pid
 //! other than this process's". The modelled park returns only on a wake-up, or at once when the

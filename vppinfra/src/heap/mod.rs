@@ -655,13 +655,13 @@ impl Heap {
         word.fetch_or(u64::from_ne_bytes(value), Ordering::Relaxed);
     }
 
-    /// Loads an 8-aligned word of user data (for [`vec`]); `None` outside the arena.
+    /// Loads an 8-aligned word of user data (for [`vec`](mod@vec)); `None` outside the arena.
     fn load_user(&self, off: u64) -> Option<u64> {
         self.check_range(off, 8).ok()?;
         Some(self.region.word(off)?.load(Ordering::Relaxed))
     }
 
-    /// Stores an 8-aligned word of user data (for [`vec`]); ignored outside the arena.
+    /// Stores an 8-aligned word of user data (for [`vec`](mod@vec)); ignored outside the arena.
     fn store_user(&self, off: u64, value: u64) {
         if self.check_range(off, 8).is_ok() {
             if let Some(w) = self.region.word(off) {

@@ -189,10 +189,10 @@ impl Heap {
             }
         }
         let moved = self.alloc_block(size, align)?;
-        let new_block = moved - BLOCK_HEADER;
-        // Both payloads are 16-aligned and at least this long, so whole words cover them.
-        let new_have = decode_tag(new_block, self.ld(new_block + B_TAG)?).map_or(want, |(s, _)| s);
-        let n_bytes = (have - BLOCK_HEADER).min(new_have - BLOCK_HEADER);
+        // Both payloads are 16-aligned and hold at least this many bytes (the new block is at
+        // least `want`), so whole words cover them. The new block's tag is not re-read: a peer
+        // could have changed it since.
+        let n_bytes = have.min(want) - BLOCK_HEADER;
         let mut i = 0;
         while i < n_bytes {
             let w = self.ld(payload + i)?;

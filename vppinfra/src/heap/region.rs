@@ -9,7 +9,7 @@
 //!    long as the `Region` exists: either we allocated it (`owned`), or the caller of
 //!    [`Heap::init`]/[`Heap::attach`] promised it.
 //! 2. Within this process every access to those bytes goes through atomics of one size per
-//!    location: the 32-bit lock word at [`H_LOCK`](super::layout::H_LOCK) (and its spare half)
+//!    location: the 32-bit lock word at `H_LOCK` (and its spare half)
 //!    through `AtomicU32`, everything else through `AtomicU64` at 8-aligned offsets (header
 //!    words, block headers, free-list links and, through [`Heap::read`]/[`Heap::write`], user
 //!    data). So concurrent access by our own threads never races in the Rust sense. Other
