@@ -31,8 +31,10 @@
 //!
 //! Every block starts with a 16-byte header: the size of the physically previous block (the
 //! boundary tag that lets a free find its left neighbour) and a *tag* word holding the block's
-//! size, its state and 16 check bits computed from the block's offset, size and state. A tag that
-//! fails its check, a tag copied to another offset, and a single flipped bit are all rejected.
+//! size, its state and 16 check bits computed from the block's offset, size and state. So a tag
+//! copied to another offset or with a flipped bit is rejected, and arbitrary garbage passes for a
+//! header with a probability of about 2^-16 (and must then also agree with its right neighbour's
+//! boundary tag before a free accepts it).
 //! Block offsets and sizes are multiples of 16; the smallest block is 32 bytes, so a free block
 //! can hold its two list links.
 //!
