@@ -63,6 +63,8 @@ pub struct SocketConfig {
     pub allow_gids: Vec<u32>,
     /// Most connections at once; more are refused.
     pub max_clients: usize,
+    /// A client whose queued output makes no progress for this long is disconnected as stuck.
+    pub stall_timeout: std::time::Duration,
 }
 
 impl SocketConfig {
@@ -78,6 +80,7 @@ impl SocketConfig {
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
             max_clients: 4096,
+            stall_timeout: std::time::Duration::from_secs(5),
         }
     }
 
@@ -122,6 +125,8 @@ pub struct Session {
     pub bad_messages: u64,
     /// Messages received.
     pub rx_messages: u64,
+    /// While output is queued: when it last moved.
+    pub stalled_since: Option<std::time::Instant>,
 }
 
 impl Session {
@@ -462,6 +467,7 @@ impl SocketServer {
             paused: false,
             bad_messages: 0,
             rx_messages: 0,
+            stalled_since: None,
         });
         self.n_sessions += 1;
         self.stats.accepted += 1;
@@ -581,14 +587,22 @@ impl SocketServer {
         let out = &mut self.outputs[slot];
         if out.is_empty() {
             session.paused = false;
+            session.stalled_since = None;
             return Ok(true);
         }
+        let before = out.len();
         let done = match out.flush(session.fd.as_fd()) {
             Ok(FlushOutcome::Done) => true,
             Ok(FlushOutcome::WouldBlock) => false,
             Err(e) => return Err(CloseReason::Io(e)),
         };
         let queued = out.len();
+        // The clock measures time since the output last moved, while any is queued.
+        if queued == 0 {
+            session.stalled_since = None;
+        } else if queued < before || session.stalled_since.is_none() {
+            session.stalled_since = Some(std::time::Instant::now());
+        }
         if queued > self.config.max_output_bytes {
             self.stats.stuck_disconnects += 1;
             return Err(CloseReason::Stuck { queued });
@@ -601,6 +615,24 @@ impl SocketServer {
             session.paused = false;
         }
         Ok(done)
+    }
+
+    /// Clients whose output has not moved for longer than the stall timeout.
+    pub fn stalled(&self, now: std::time::Instant) -> Vec<ClientIndex> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter(|s| {
+                s.stalled_since
+                    .is_some_and(|t| now.duration_since(t) > self.config.stall_timeout)
+            })
+            .map(|s| s.index)
+            .collect()
+    }
+
+    /// Counts a client dropped for stalling (see [`SocketServer::stalled`]).
+    pub fn note_stuck(&mut self) {
+        self.stats.stuck_disconnects += 1;
     }
 
     /// True when `c` is paused or must close, so its input should not be processed.

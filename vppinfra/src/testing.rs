@@ -240,3 +240,59 @@ pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// The workspace root: the nearest ancestor of `CARGO_MANIFEST_DIR` (or of the current
+/// directory) whose `Cargo.toml` declares `[workspace]`.
+pub fn workspace_root() -> PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().expect("current dir"));
+    let mut dir = start.as_path();
+    loop {
+        let manifest = dir.join("Cargo.toml");
+        if std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("[workspace]")) {
+            return dir.to_path_buf();
+        }
+        dir = dir.parent().unwrap_or_else(|| panic!("no workspace above {}", start.display()));
+    }
+}
+
+/// Python packages the tests need, pinned.
+pub const PYTHON_REQUIREMENTS: &[&str] = &["vpp-papi==2.4.2", "pytest==8.3.4"];
+
+/// A Python interpreter with [`PYTHON_REQUIREMENTS`] installed: `$VPP_TEST_PYTHON` if set, else
+/// the virtual environment `target/py-venv` of the workspace, created on first use (under a
+/// lock, so concurrent tests create it once).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("VPP_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let root = workspace_root();
+    let venv = root.join("target/py-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join(".requirements");
+    let wanted = PYTHON_REQUIREMENTS.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return python;
+    }
+    std::fs::create_dir_all(root.join("target")).expect("create target dir");
+    let lock = std::fs::File::create(root.join("target/py-venv.lock")).expect("venv lock file");
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the venv");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return python;
+    }
+    let run = |cmd: &mut Command| {
+        let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(status.success(), "{cmd:?} failed: {status}");
+    };
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    }
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(PYTHON_REQUIREMENTS));
+    std::fs::write(&stamp, wanted).expect("write venv stamp");
+    python
+}

@@ -33,6 +33,9 @@ struct Args {
     /// Bytes queued for a client that does not read before it is disconnected.
     #[arg(long, default_value = "64m", value_parser = parse_size)]
     max_output: u64,
+    /// Seconds a client's queued replies may stay unread before it is disconnected.
+    #[arg(long, default_value_t = 5.0)]
+    stall_timeout: f64,
     /// Log level: off, error, warn, info, debug.
     #[arg(long, default_value = "info")]
     log_level: Level,
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     socket.allow_gids = args.allow_gids;
     socket.max_message_len = u32::try_from(args.max_msg_size).unwrap_or(u32::MAX);
     socket.max_output_bytes = usize::try_from(args.max_output).unwrap_or(usize::MAX);
+    socket.stall_timeout = std::time::Duration::from_secs_f64(args.stall_timeout.max(0.0));
     let config = ServerConfig {
         socket,
         log_level: args.log_level,

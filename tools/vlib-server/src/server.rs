@@ -45,6 +45,8 @@ const TOKEN_SOCKET: u64 = 1 << 32;
 
 /// Frames handled per connection per turn, so one busy client cannot starve the others.
 const BURST: usize = 64;
+/// How often clients with unmoving output are looked for.
+const STALL_CHECK: Duration = Duration::from_millis(500);
 /// Malformed messages tolerated from one client before it is disconnected.
 const MAX_BAD_MESSAGES: u64 = 100;
 
@@ -476,6 +478,8 @@ impl fmt::Debug for Server {
 enum Timer {
     /// Retry accepting after the process ran out of fds.
     ResumeAccept,
+    /// Look for clients whose output stopped moving.
+    StallCheck,
 }
 
 /// Routes handlers' sends to each client's transport.
@@ -602,6 +606,8 @@ impl Server {
         } else {
             None
         };
+        let mut timers = Timers::default();
+        timers.schedule(Instant::now() + STALL_CHECK, Timer::StallCheck);
         log.info(format_args!(
             "listening on {} (pid {pid}, {} messages in the table)",
             socket.path().display(),
@@ -611,7 +617,7 @@ impl Server {
             config: b.config,
             log,
             poller,
-            timers: Timers::default(),
+            timers,
             socket,
             dispatcher,
             directory,
@@ -1131,6 +1137,14 @@ impl Server {
                     {
                         self.log.error(format_args!("cannot resume accepting: {e}"));
                     }
+                }
+                Timer::StallCheck => {
+                    for c in self.socket.stalled(now) {
+                        let queued = self.socket.queued(c);
+                        self.socket.note_stuck();
+                        self.close_client(c, CloseReason::Stuck { queued });
+                    }
+                    self.timers.schedule(now + STALL_CHECK, Timer::StallCheck);
                 }
             }
         }
