@@ -10,7 +10,10 @@
 //!     .unwrap();
 //! let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("acl.rs");
 //! std::fs::write(out, code).unwrap();
-//! // and in the crate: #[allow(clippy::all)] pub mod acl { include!(concat!(env!("OUT_DIR"), "/acl.rs")); }
+//! // and in the crate (generated code is not written for clippy, and a private module would
+//! // warn about its unused and unreachable `pub` items):
+//! // #[allow(clippy::all, dead_code, unreachable_pub)]
+//! // pub mod acl { include!(concat!(env!("OUT_DIR"), "/acl.rs")); }
 //! ```
 //!
 //! Generated per module:

@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = vlibapi::json::parse(text);
     let _ = vlibapi::schema::Schema::from_api_json_array(text);
     if let Ok(m) = vlibapi::schema::Module::from_json_text("fuzz", text) {
-        let _ = vlibapi::codegen::generate_module(&m, &vlibapi::codegen::CodegenOptions::new("fuzz"));
+        let _ =
+            vlibapi::codegen::generate_module(&m, &vlibapi::codegen::CodegenOptions::new("fuzz"));
         let _ = m.to_json(Default::default()).to_compact();
     }
 });

@@ -2,10 +2,12 @@
 //! dynamic decoder of the message the ID names, the pretty-printer, and the dispatcher.
 #![no_main]
 
+use std::cell::RefCell;
+
 use libfuzzer_sys::fuzz_target;
 use vlibapi::msgs::{memclnt, memfd, testapi, vlib_api, vpe};
 use vlibapi::wire::{Message, MessageVisitor};
-use vlibapi::{ApiBuilder, ClientIndex, MessageTable, Outbox, SendError};
+use vlibapi::{ApiBuilder, ClientIndex, Dispatcher, MessageTable, Outbox, SendError};
 
 struct DecodeAll<'a>(&'a [u8]);
 
@@ -31,6 +33,21 @@ impl Outbox for Sink {
     }
 }
 
+fn dispatcher() -> Dispatcher {
+    let mut table = MessageTable::with_core();
+    table
+        .add_module(testapi::schema())
+        .expect("testapi registers");
+    let mut b = ApiBuilder::with_table(table);
+    b.add_memclnt_handlers(1).expect("handlers register");
+    b.build()
+}
+
+thread_local! {
+    // Built once: constructing the table per input would dominate the run time.
+    static DISPATCHER: RefCell<Dispatcher> = RefCell::new(dispatcher());
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut v = DecodeAll(data);
     memclnt::visit_messages(&mut v);
@@ -39,15 +56,13 @@ fuzz_target!(|data: &[u8]| {
     vlib_api::visit_messages(&mut v);
     testapi::visit_messages(&mut v);
 
-    let mut table = MessageTable::with_core();
-    table.add_module(testapi::schema()).expect("testapi registers");
-    if let Some(info) = vlibapi::wire::msg_id(data).and_then(|id| table.info(id)) {
-        let _ = vlibapi::value::decode_message(table.schema(), info.def, data);
-    }
-    let _ = vlibapi::pretty::format_message(&table, data);
-
-    let mut b = ApiBuilder::with_table(table);
-    b.add_memclnt_handlers(1).expect("handlers register");
-    let mut d = b.build();
-    let _ = d.dispatch(ClientIndex(1), data, &mut Sink);
+    DISPATCHER.with(|d| {
+        let mut d = d.borrow_mut();
+        let table = d.table();
+        if let Some(info) = vlibapi::wire::msg_id(data).and_then(|id| table.info(id)) {
+            let _ = vlibapi::value::decode_message(table.schema(), info.def, data);
+        }
+        let _ = vlibapi::pretty::format_message(table, data);
+        let _ = d.dispatch(ClientIndex(1), data, &mut Sink);
+    });
 });
