@@ -259,6 +259,15 @@ impl Ty {
     }
 }
 
+/// A field of a flat (all fixed, scalar) struct.
+#[derive(Debug, Clone)]
+enum Flat {
+    Base(BaseType, bool),
+    /// An enum or enumflag newtype, with its underlying type.
+    Enum(String, BaseType),
+    Bytes(usize),
+}
+
 struct Gen<'a> {
     m: &'a Module,
     c: &'a str,
@@ -571,7 +580,163 @@ impl Gen<'_> {
     }
 
     /// `impl Wire` for a struct or message body.
+    /// The layout of a struct made only of scalars, enums and byte arrays, if it is one (and
+    /// small): such types get straight-line code over one fixed-size array.
+    fn flat_layout(&self, fields: &[Field]) -> Option<Vec<(usize, Flat)>> {
+        let mut out = Vec::new();
+        let mut off = 0usize;
+        for f in fields {
+            let flat = match (&f.ty, &f.array) {
+                (TypeRef::String, _) => return None,
+                (ty, ArrayKind::None) => match self.ty(ty, f.host_order) {
+                    Ty::Base(b, host) => Flat::Base(b, host),
+                    Ty::Wire(n, ..) => match ty {
+                        TypeRef::Named(tn) => match self.enum_base(tn) {
+                            Some(b) => Flat::Enum(n, b),
+                            None => return None,
+                        },
+                        _ => return None,
+                    },
+                    Ty::Array(inner, n) => match *inner {
+                        Ty::Base(BaseType::U8, _) => Flat::Bytes(n as usize),
+                        _ => return None,
+                    },
+                },
+                (ty, ArrayKind::Fixed(n)) => match self.ty(ty, f.host_order) {
+                    Ty::Base(BaseType::U8, _) => Flat::Bytes(*n as usize),
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            let size = match &flat {
+                Flat::Base(b, _) | Flat::Enum(_, b) => b.size(),
+                Flat::Bytes(n) => *n,
+            };
+            out.push((off, flat));
+            off += size;
+        }
+        (off <= 1024).then_some(out)
+    }
+
+    fn enum_base(&self, name: &str) -> Option<BaseType> {
+        match self.m.named(name)? {
+            NamedType::Enum(e) | NamedType::EnumFlags(e) => Some(e.underlying),
+            NamedType::Alias(a) if a.length.is_none() => match &a.ty {
+                TypeRef::Named(n) => self.enum_base(n),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// `impl Wire` with straight-line code over a `[u8; SIZE]`.
+    fn flat_wire_impl(
+        &self,
+        out: &mut String,
+        name: &str,
+        fields: &[Field],
+        layout: &[(usize, Flat)],
+    ) {
+        let c = self.c;
+        let size: usize = layout
+            .last()
+            .map(|(o, f)| {
+                o + match f {
+                    Flat::Base(b, _) | Flat::Enum(_, b) => b.size(),
+                    Flat::Bytes(n) => *n,
+                }
+            })
+            .unwrap_or(0);
+        let _ = writeln!(out, "impl {c}::wire::Wire for {name} {{");
+        let _ = writeln!(out, "    const MIN_SIZE: usize = {size};");
+        let _ = writeln!(out, "    #[inline]");
+        let _ = writeln!(
+            out,
+            "    fn put(&self, out: &mut ::std::vec::Vec<u8>) -> ::core::result::Result<(), {c}::wire::EncodeError> {{"
+        );
+        let _ = writeln!(
+            out,
+            "        #[allow(unused_mut)]\n        let mut b = [0u8; {size}];"
+        );
+        for ((o, flat), f) in layout.iter().zip(fields) {
+            let id = ident(&f.name);
+            let stmt = match flat {
+                Flat::Base(BaseType::U8, _) => format!("b[{o}] = self.{id};"),
+                Flat::Base(BaseType::I8, _) => format!("b[{o}] = self.{id} as u8;"),
+                Flat::Base(BaseType::Bool, _) => format!("b[{o}] = u8::from(self.{id});"),
+                Flat::Base(bt, host) => format!(
+                    "b[{o}..{}].copy_from_slice(&self.{id}.{}());",
+                    o + bt.size(),
+                    if *host { "to_ne_bytes" } else { "to_be_bytes" }
+                ),
+                Flat::Enum(_, BaseType::U8) => format!("b[{o}] = self.{id}.0;"),
+                Flat::Enum(_, BaseType::I8) => format!("b[{o}] = self.{id}.0 as u8;"),
+                Flat::Enum(_, bt) => format!(
+                    "b[{o}..{}].copy_from_slice(&self.{id}.0.to_be_bytes());",
+                    o + bt.size()
+                ),
+                Flat::Bytes(n) => format!("b[{o}..{}].copy_from_slice(&self.{id}[..]);", o + n),
+            };
+            let _ = writeln!(out, "        {stmt}");
+        }
+        let _ = writeln!(
+            out,
+            "        out.extend_from_slice(&b);\n        ::core::result::Result::Ok(())\n    }}"
+        );
+        let _ = writeln!(out, "    #[inline]");
+        let _ = writeln!(
+            out,
+            "    fn get(r: &mut {c}::wire::Reader<'_>) -> ::core::result::Result<Self, {c}::wire::DecodeError> {{"
+        );
+        let _ = writeln!(
+            out,
+            "        #[allow(unused_variables)]\n        let b: &[u8; {size}] = r.array::<{size}>({name:?})?;"
+        );
+        let _ = write!(out, "        ::core::result::Result::Ok(Self {{");
+        for ((o, flat), f) in layout.iter().zip(fields) {
+            let bytes = |n: usize| {
+                (0..n)
+                    .map(|i| format!("b[{}]", o + i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let expr = match flat {
+                Flat::Base(BaseType::U8, _) => format!("b[{o}]"),
+                Flat::Base(BaseType::I8, _) => format!("b[{o}] as i8"),
+                Flat::Base(BaseType::Bool, _) => format!("b[{o}] != 0"),
+                Flat::Base(bt, host) => format!(
+                    "{}::{}([{}])",
+                    bt.name(),
+                    if *host {
+                        "from_ne_bytes"
+                    } else {
+                        "from_be_bytes"
+                    },
+                    bytes(bt.size())
+                ),
+                Flat::Enum(en, BaseType::U8) => format!("{en}(b[{o}])"),
+                Flat::Enum(en, BaseType::I8) => format!("{en}(b[{o}] as i8)"),
+                Flat::Enum(en, bt) => {
+                    format!("{en}({}::from_be_bytes([{}]))", bt.name(), bytes(bt.size()))
+                }
+                Flat::Bytes(n) => format!(
+                    "{{ let mut a = [0u8; {n}]; a.copy_from_slice(&b[{o}..{}]); a }}",
+                    o + n
+                ),
+            };
+            let _ = write!(out, " {}: {expr},", ident(&f.name));
+        }
+        let _ = writeln!(out, " }})\n    }}");
+        let _ = writeln!(
+            out,
+            "    #[inline]\n    fn wire_len(&self) -> usize {{ {size} }}\n}}\n"
+        );
+    }
+
     fn wire_impl(&self, out: &mut String, name: &str, fields: &[Field]) {
+        if let Some(layout) = self.flat_layout(fields) {
+            return self.flat_wire_impl(out, name, fields, &layout);
+        }
         let c = self.c;
         let min = fields.iter().fold(0usize, |a, f| {
             a.saturating_add(schema::field_min_size(self.m, f))

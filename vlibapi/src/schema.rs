@@ -1591,6 +1591,45 @@ mod tests {
     }
 
     #[test]
+    fn accepts_what_vppapigen_writes() {
+        // Keys we do not use, comments, per-field defaults, `_get` services with `stream_msg`,
+        // events, and an alias of a named type.
+        let m = Module::from_json_text(
+            "t",
+            r#"{"types": [["prefix", ["u8", "len"]]],
+                "messages": [
+                  ["x_get", ["u16", "_vl_msg_id"], ["u32", "client_index"], ["u32", "context"],
+                   ["u32", "cursor"], {"crc": "0x07c75b6b", "comment": "/* ... */"}],
+                  ["x_get_reply", ["u16", "_vl_msg_id"], ["u32", "context"], ["i32", "retval"],
+                   ["u32", "cursor"], {"crc": "0x53b48f5d"}],
+                  ["x_details", ["u16", "_vl_msg_id"], ["u32", "context"],
+                   ["vl_api_index_t", "sw_if_index", {"default": 4294967295}],
+                   ["vl_api_pfx_t", "p"], ["string", "tag", 64, {"limit": 63}],
+                   {"crc": "0x1d5d0d59"}]],
+                "services": {"x_get": {"reply": "x_get_reply", "stream": true,
+                                       "stream_msg": "x_details", "events": ["x_details"]}},
+                "aliases": {"index": {"type": "u32"}, "pfx": {"type": "vl_api_prefix_t"}},
+                "imports": ["vnet/ip/ip_types.api"], "counters": [], "paths": [],
+                "options": {"version": "3.2.2", "status": "in_progress"},
+                "vl_api_version": "0x12345678"}"#,
+        )
+        .unwrap();
+        let d = m.message("x_details").unwrap();
+        assert_eq!(d.fields[1].options[0].0, "default");
+        assert_eq!(d.fields[3].options[0].0, "limit");
+        assert_eq!(fixed_size(&m, &TypeRef::Named("pfx".into())), Some(1));
+        let svc = &m.services[0];
+        assert_eq!(svc.stream_msg.as_deref(), Some("x_details"));
+        assert_eq!(svc.events, ["x_details"]);
+        assert_eq!(m.options[0].0, "status");
+        let out = m.to_json(WriteOptions::default()).to_compact();
+        assert!(out.contains(r#"["vl_api_index_t","sw_if_index",{"default":4294967295}]"#));
+        assert!(out.contains(r#""options":{"version":"3.2.2","status":"in_progress"}"#));
+        assert!(out.contains(r#""stream_msg":"x_details","events":["x_details"]"#));
+        assert_eq!(Module::from_json_text("t", &out).unwrap(), m);
+    }
+
+    #[test]
     fn schema_indexes_types_across_modules() {
         let m = Module::from_json_text("t", DOC).unwrap();
         let mut s = Schema::new();

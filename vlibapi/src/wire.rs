@@ -297,6 +297,22 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A view of the next `N` bytes.
+    #[inline]
+    pub fn array<const N: usize>(&mut self, field: &str) -> Result<&'a [u8; N], DecodeError> {
+        match self
+            .buf
+            .get(self.pos..self.pos + N)
+            .and_then(|s| <&[u8; N]>::try_from(s).ok())
+        {
+            Some(a) => {
+                self.pos += N;
+                Ok(a)
+            }
+            None => Err(self.short(field, N)),
+        }
+    }
+
     /// The next `n` bytes.
     #[inline]
     pub fn bytes(&mut self, n: usize, field: &str) -> Result<&'a [u8], DecodeError> {
