@@ -234,6 +234,8 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+impl std::error::Error for CloseReason {}
+
 /// Output buffers of every connection, reachable while a frame of one of them is handled.
 #[derive(Debug)]
 pub struct Outputs<'a> {

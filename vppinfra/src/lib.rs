@@ -8,8 +8,8 @@
 //!   peer credentials, send-queue length.
 //! - [`heap`]: a position-independent, lock-protected allocator inside a shared region that may
 //!   be hostile, and [`heap::vec::HeapVec`], a vector stored in it.
-//! - [`bench`]: a small harness for `harness = false` benchmarks (figures beside baselines).
-//! - [`testing`] (feature `testing`, dev only): the multi-process test harness.
+//! - [`bench`](mod@bench): a small harness for `harness = false` benchmarks (figures beside baselines).
+//! - `testing` (feature `testing`, dev only): the multi-process test harness.
 #![warn(missing_docs)]
 
 pub mod bench;

@@ -54,10 +54,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => {
-            eprintln!(
-                "xtask {cmd}: ok in {:.1}s",
-                started.elapsed().as_secs_f64()
-            );
+            eprintln!("xtask {cmd}: ok in {:.1}s", started.elapsed().as_secs_f64());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -142,7 +139,15 @@ fn lint() -> Result {
     run(cmd)?;
     // The loom build sees different code (cfg(loom)); lint it too.
     let mut cmd = loom_cargo();
-    cmd.args(["clippy", "--workspace", "--lib", "--tests", "--", "-D", "warnings"]);
+    cmd.args([
+        "clippy",
+        "--workspace",
+        "--lib",
+        "--tests",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(cmd)
 }
 
@@ -334,10 +339,47 @@ fn ci() -> Result {
 
 fn demo() -> Result {
     let mut cmd = cargo();
-    cmd.args(["build", "--workspace", "--bins"]);
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "api-server",
+        "-p",
+        "vlibsocket",
+        "--examples",
+        "--bins",
+    ]);
     run(cmd)?;
-    eprintln!(
-        "The API server and vat are not built yet; `cargo xtask test` shows what works so far."
-    );
-    Ok(())
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("release");
+    let dir = env::temp_dir().join(format!("vlib-demo-{}", std::process::id()));
+    let sock = dir.join("api.sock");
+    eprintln!("\n== Starting the server on {}", sock.display());
+    let mut server = Command::new(target.join("api-server"));
+    server.arg("--socket").arg(&sock);
+    echo(&server);
+    let mut server = server
+        .spawn()
+        .map_err(|e| format!("cannot start api-server: {e}"))?;
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        if started.elapsed().as_secs() > 10 {
+            let _ = server.kill();
+            return Err("the server did not start".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("\n== A client connects, pings and leaves");
+    let mut client = Command::new(target.join("examples/ping_client"));
+    client.arg(&sock);
+    let result = run(client);
+    eprintln!("\n== Stopping the server (SIGTERM)");
+    let mut kill = Command::new("kill");
+    kill.args(["-TERM", &server.id().to_string()]);
+    let _ = run(kill);
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }

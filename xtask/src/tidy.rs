@@ -88,10 +88,17 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>, String> {
     let members = members(root)?;
     let names: BTreeSet<String> = members.iter().map(|m| m.name.clone()).collect();
     for m in &members {
-        let rel = m.dir.strip_prefix(root).unwrap_or(&m.dir).display().to_string();
+        let rel = m
+            .dir
+            .strip_prefix(root)
+            .unwrap_or(&m.dir)
+            .display()
+            .to_string();
         let is_tool = rel.starts_with("tools/");
         if section_value(&m.manifest, "lints", "workspace").as_deref() != Some("true") {
-            problems.push(format!("{rel}/Cargo.toml: missing `[lints] workspace = true`"));
+            problems.push(format!(
+                "{rel}/Cargo.toml: missing `[lints] workspace = true`"
+            ));
         }
         let Some(allowed) = allowed_internal(&m.name, is_tool) else {
             problems.push(format!(
@@ -129,7 +136,11 @@ fn check_sources(dir: &Path, root: &Path, problems: &mut Vec<String>) -> Result<
     collect_rs(dir, &mut files)?;
     for file in files {
         let text = read(&file)?;
-        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let rel = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         check_file(&rel, &text, problems);
     }
     Ok(())
@@ -257,9 +268,9 @@ fn array_items(manifest: &str, key: &str) -> Vec<String> {
     };
     let mut items = Vec::new();
     for line in manifest.lines().skip(start) {
-        let body = line.split_once('=').map_or(line, |(k, v)| {
-            if k.trim() == key { v } else { line }
-        });
+        let body =
+            line.split_once('=')
+                .map_or(line, |(k, v)| if k.trim() == key { v } else { line });
         for part in body.split(',') {
             let p = part.trim().trim_matches(|c| c == '[' || c == ']').trim();
             if let Some(s) = p.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
@@ -306,7 +317,11 @@ mod tests {
     #[test]
     fn tidy() {
         let problems = check(&crate::root()).expect("tidy runs");
-        assert!(problems.is_empty(), "tidy problems:\n{}", problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "tidy problems:\n{}",
+            problems.join("\n")
+        );
     }
 
     #[test]
@@ -339,7 +354,9 @@ mod tests {
 
     #[test]
     fn layering_violation_is_reported() {
-        let deps = dependencies("[package]\nname=\"svm\"\n[dependencies]\nvlibapi = { workspace = true }\nserde_json = \"1\"\n");
+        let deps = dependencies(
+            "[package]\nname=\"svm\"\n[dependencies]\nvlibapi = { workspace = true }\nserde_json = \"1\"\n",
+        );
         assert_eq!(deps, ["vlibapi", "serde_json"]);
         assert!(!allowed_internal("svm", false).unwrap().contains(&"vlibapi"));
     }
