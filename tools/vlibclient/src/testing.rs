@@ -1,0 +1,366 @@
+//! Test support (feature `testing`, for dev-dependencies): a fake API server that does what the
+//! real one does not, on demand: send keepalive pings to socket clients, stop answering, send
+//! garbage, drop a client.
+//!
+//! [`FakeServer`] speaks just enough of the protocol: the `sockclnt_create` handshake (with the
+//! core message table, so IDs match the real server), `control_ping` answered with the client's
+//! context (unless turned off), `sockclnt_delete` answered and the connection closed. It records
+//! every message a client sends, and the context of every `memclnt_keepalive_reply`.
+#![allow(missing_docs)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vlibapi::MessageTable;
+use vlibapi::msgs::memclnt;
+use vlibapi::wire::{self, Message};
+use vlibsocket::client::{SOCKCLNT_CREATE_ID, SOCKCLNT_CREATE_REPLY_ID};
+use vlibsocket::frame::{self, FrameReader};
+use vppinfra::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering};
+use vppinfra::testing::TempDir;
+
+/// Settings of a [`FakeServer`].
+#[derive(Debug, Clone, Default)]
+pub struct FakeOptions {
+    /// Send `memclnt_keepalive` to the current client this often.
+    pub ping_every: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Every message received from any client, in order.
+    received: Vec<Vec<u8>>,
+    /// Contexts of keepalive replies, in order.
+    keepalive_replies: Vec<u32>,
+    /// Contexts of keepalive pings sent.
+    pings_sent: Vec<u32>,
+    /// Write side of the current client.
+    client: Option<UnixStream>,
+    saw_delete: bool,
+    clients_accepted: u32,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    answer_pings: AtomicBool,
+    stop: AtomicBool,
+    next_ping: AtomicU32,
+    ids: Ids,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ids {
+    ping: u16,
+    ping_reply: u16,
+    keepalive: u16,
+    keepalive_reply: u16,
+    delete: u16,
+    delete_reply: u16,
+}
+
+/// A scripted server on a socket in its own temporary directory.
+#[derive(Debug)]
+pub struct FakeServer {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    _dir: TempDir,
+    table: Arc<MessageTable>,
+}
+
+/// The index the fake server gives its `n`th client (socket handles have bit 31 set).
+pub fn fake_client_index(n: u32) -> u32 {
+    0x8000_0000 | (n + 1)
+}
+
+impl FakeServer {
+    /// Starts a server that only answers.
+    pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, FakeOptions::default())
+    }
+
+    /// Starts a server with options.
+    pub fn start_with(tag: &str, opts: FakeOptions) -> Self {
+        let dir = TempDir::new(tag);
+        let path = dir.join("fake.sock");
+        let listener = UnixListener::bind(&path).expect("bind fake server");
+        let table = Arc::new(MessageTable::with_core());
+        let id = |n: &str| table.id(n).expect("core message");
+        let ids = Ids {
+            ping: id(memclnt::ControlPing::NAME_CRC),
+            ping_reply: id(memclnt::ControlPingReply::NAME_CRC),
+            keepalive: id(memclnt::MemclntKeepalive::NAME_CRC),
+            keepalive_reply: id(memclnt::MemclntKeepaliveReply::NAME_CRC),
+            delete: id(memclnt::SockclntDelete::NAME_CRC),
+            delete_reply: id(memclnt::SockclntDeleteReply::NAME_CRC),
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            answer_pings: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            next_ping: AtomicU32::new(1),
+            ids,
+        });
+        let s = shared.clone();
+        let t = table.clone();
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        std::thread::spawn(move || accept_loop(listener, s, t));
+        if let Some(every) = opts.ping_every {
+            let s = shared.clone();
+            std::thread::spawn(move || {
+                while !s.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    let c = s.next_ping.fetch_add(1, Ordering::Relaxed);
+                    send_keepalive(&s, c);
+                }
+            });
+        }
+        Self {
+            shared,
+            path,
+            _dir: dir,
+            table,
+        }
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The message table the server announces.
+    pub fn table(&self) -> &MessageTable {
+        &self.table
+    }
+
+    /// The index given to the first client.
+    pub fn client_index(&self) -> u32 {
+        fake_client_index(0)
+    }
+
+    /// Clients accepted so far.
+    pub fn clients_accepted(&self) -> u32 {
+        self.shared.state.lock().unwrap().clients_accepted
+    }
+
+    /// Sends one `memclnt_keepalive` with `context` to the current client.
+    pub fn send_keepalive(&self, context: u32) {
+        send_keepalive(&self.shared, context);
+    }
+
+    /// Sends one message (framed here) to the current client.
+    pub fn send_raw(&self, msg: &[u8]) {
+        let mut f = frame::header(msg.len() as u32).to_vec();
+        f.extend_from_slice(msg);
+        self.send_raw_frame(&f);
+    }
+
+    /// Sends bytes as they are to the current client.
+    pub fn send_raw_frame(&self, bytes: &[u8]) {
+        let mut st = self.shared.state.lock().unwrap();
+        if let Some(c) = st.client.as_mut() {
+            let _ = c.write_all(bytes);
+        }
+    }
+
+    /// Closes the current client's connection.
+    pub fn close_client(&self) {
+        let mut st = self.shared.state.lock().unwrap();
+        if let Some(c) = st.client.take() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Answer `control_ping` (the default) or ignore it.
+    pub fn set_answer_pings(&self, on: bool) {
+        self.shared.answer_pings.store(on, Ordering::Relaxed);
+    }
+
+    /// Contexts of the keepalive replies received so far.
+    pub fn keepalive_replies(&self) -> Vec<u32> {
+        self.shared.state.lock().unwrap().keepalive_replies.clone()
+    }
+
+    /// Contexts of the keepalive pings sent so far.
+    pub fn pings_sent(&self) -> Vec<u32> {
+        self.shared.state.lock().unwrap().pings_sent.clone()
+    }
+
+    /// Waits until `n` keepalive replies have arrived (or `timeout` passed); returns them.
+    pub fn wait_keepalive_replies(&self, n: usize, timeout: Duration) -> Vec<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.keepalive_replies();
+            if r.len() >= n || Instant::now() >= deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until `n` messages with ID `id` have arrived (or `timeout` passed); returns them.
+    pub fn wait_messages_with_id(&self, id: u16, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got: Vec<Vec<u8>> = self
+                .shared
+                .state
+                .lock()
+                .unwrap()
+                .received
+                .iter()
+                .filter(|m| wire::msg_id(m) == Some(id))
+                .cloned()
+                .collect();
+            if got.len() >= n || Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// True once a client said `sockclnt_delete`.
+    pub fn saw_delete(&self) -> bool {
+        self.shared.state.lock().unwrap().saw_delete
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.close_client();
+    }
+}
+
+fn send_keepalive(s: &Shared, context: u32) {
+    let ping = memclnt::MemclntKeepalive {
+        client_index: context,
+        context,
+    };
+    let msg = wire::to_vec(&ping, s.ids.keepalive).expect("encode keepalive");
+    let mut f = frame::header(msg.len() as u32).to_vec();
+    f.extend_from_slice(&msg);
+    let mut st = s.state.lock().unwrap();
+    if let Some(c) = st.client.as_mut() {
+        if c.write_all(&f).is_ok() {
+            st.pings_sent.push(context);
+        }
+    }
+}
+
+fn accept_loop(listener: UnixListener, s: Arc<Shared>, table: Arc<MessageTable>) {
+    let mut n = 0;
+    while !s.stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let s = s.clone();
+                let t = table.clone();
+                let index = fake_client_index(n);
+                n += 1;
+                std::thread::spawn(move || serve(stream, s, t, index));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+fn serve(mut stream: UnixStream, s: Arc<Shared>, table: Arc<MessageTable>, index: u32) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut reader = FrameReader::new(1 << 20);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut registered = false;
+    loop {
+        if s.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        while let Ok(Some(m)) = reader.next_frame() {
+            let m = m.to_vec();
+            if !registered {
+                if wire::msg_id(&m) != Some(SOCKCLNT_CREATE_ID) {
+                    return;
+                }
+                let create = memclnt::SockclntCreate::decode(&m).unwrap_or_default();
+                let reply = memclnt::SockclntCreateReply {
+                    client_index: index,
+                    context: create.context,
+                    response: 0,
+                    index,
+                    count: table.sockclnt_entries().len() as u16,
+                    message_table: table.sockclnt_entries(),
+                };
+                let msg = wire::to_vec(&reply, SOCKCLNT_CREATE_REPLY_ID).expect("encode");
+                let mut f = frame::header(msg.len() as u32).to_vec();
+                f.extend_from_slice(&msg);
+                let Ok(mut w) = stream.try_clone() else {
+                    return;
+                };
+                // A client that stops reading must not wedge the test's sends forever.
+                let _ = w.set_write_timeout(Some(Duration::from_secs(5)));
+                // Under the lock, so that nothing the test sends can overtake the reply.
+                let mut st = s.state.lock().unwrap();
+                if w.write_all(&f).is_err() {
+                    return;
+                }
+                st.client = Some(w);
+                st.clients_accepted += 1;
+                drop(st);
+                registered = true;
+                continue;
+            }
+            handle(&s, &m);
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => reader.push(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut
+                    || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn handle(s: &Shared, m: &[u8]) {
+    let id = wire::msg_id(m);
+    let mut st = s.state.lock().unwrap();
+    st.received.push(m.to_vec());
+    let reply = if id == Some(s.ids.keepalive_reply) {
+        if let Ok(r) = memclnt::MemclntKeepaliveReply::decode(m) {
+            st.keepalive_replies.push(r.context);
+        }
+        None
+    } else if id == Some(s.ids.ping) && s.answer_pings.load(Ordering::Relaxed) {
+        let req = memclnt::ControlPing::decode(m).unwrap_or_default();
+        let rep = memclnt::ControlPingReply {
+            context: req.context,
+            retval: 0,
+            client_index: req.client_index,
+            vpe_pid: std::process::id(),
+        };
+        Some(wire::to_vec(&rep, s.ids.ping_reply).expect("encode"))
+    } else if id == Some(s.ids.delete) {
+        st.saw_delete = true;
+        let req = memclnt::SockclntDelete::decode(m).unwrap_or_default();
+        let rep = memclnt::SockclntDeleteReply {
+            context: req.context,
+            response: 1,
+        };
+        Some(wire::to_vec(&rep, s.ids.delete_reply).expect("encode"))
+    } else {
+        None
+    };
+    if let (Some(rep), Some(c)) = (reply, st.client.as_mut()) {
+        let mut f = frame::header(rep.len() as u32).to_vec();
+        f.extend_from_slice(&rep);
+        let _ = c.write_all(&f);
+        if id == Some(s.ids.delete) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+            st.client = None;
+        }
+    }
+}
