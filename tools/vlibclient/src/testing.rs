@@ -36,8 +36,6 @@ struct State {
     keepalive_replies: Vec<u32>,
     /// Contexts of keepalive pings sent.
     pings_sent: Vec<u32>,
-    /// Write side of the current client.
-    client: Option<UnixStream>,
     saw_delete: bool,
     clients_accepted: u32,
 }
@@ -45,6 +43,9 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
+    /// Write side of the current client, under its own lock so that a blocked write never
+    /// stops the reader from recording what arrives.
+    client: Mutex<Option<UnixStream>>,
     answer_pings: AtomicBool,
     stop: AtomicBool,
     next_ping: AtomicU32,
@@ -98,6 +99,7 @@ impl FakeServer {
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            client: Mutex::new(None),
             answer_pings: AtomicBool::new(true),
             stop: AtomicBool::new(false),
             next_ping: AtomicU32::new(1),
@@ -161,16 +163,14 @@ impl FakeServer {
 
     /// Sends bytes as they are to the current client.
     pub fn send_raw_frame(&self, bytes: &[u8]) {
-        let mut st = self.shared.state.lock().unwrap();
-        if let Some(c) = st.client.as_mut() {
+        if let Some(c) = self.shared.client.lock().unwrap().as_mut() {
             let _ = c.write_all(bytes);
         }
     }
 
     /// Closes the current client's connection.
     pub fn close_client(&self) {
-        let mut st = self.shared.state.lock().unwrap();
-        if let Some(c) = st.client.take() {
+        if let Some(c) = self.shared.client.lock().unwrap().take() {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -244,10 +244,12 @@ fn send_keepalive(s: &Shared, context: u32) {
     let msg = wire::to_vec(&ping, s.ids.keepalive).expect("encode keepalive");
     let mut f = frame::header(msg.len() as u32).to_vec();
     f.extend_from_slice(&msg);
-    let mut st = s.state.lock().unwrap();
-    if let Some(c) = st.client.as_mut() {
-        if c.write_all(&f).is_ok() {
-            st.pings_sent.push(context);
+    let mut client = s.client.lock().unwrap();
+    if let Some(c) = client.as_mut() {
+        // Recorded before the write, so a reply can never be seen before its ping.
+        s.state.lock().unwrap().pings_sent.push(context);
+        if c.write_all(&f).is_err() {
+            s.state.lock().unwrap().pings_sent.pop();
         }
     }
 }
@@ -301,13 +303,13 @@ fn serve(mut stream: UnixStream, s: Arc<Shared>, table: Arc<MessageTable>, index
                 // A client that stops reading must not wedge the test's sends forever.
                 let _ = w.set_write_timeout(Some(Duration::from_secs(5)));
                 // Under the lock, so that nothing the test sends can overtake the reply.
-                let mut st = s.state.lock().unwrap();
+                let mut client = s.client.lock().unwrap();
                 if w.write_all(&f).is_err() {
                     return;
                 }
-                st.client = Some(w);
-                st.clients_accepted += 1;
-                drop(st);
+                *client = Some(w);
+                s.state.lock().unwrap().clients_accepted += 1;
+                drop(client);
                 registered = true;
                 continue;
             }
@@ -354,13 +356,16 @@ fn handle(s: &Shared, m: &[u8]) {
     } else {
         None
     };
-    if let (Some(rep), Some(c)) = (reply, st.client.as_mut()) {
+    drop(st);
+    let Some(rep) = reply else { return };
+    let mut client = s.client.lock().unwrap();
+    if let Some(c) = client.as_mut() {
         let mut f = frame::header(rep.len() as u32).to_vec();
         f.extend_from_slice(&rep);
         let _ = c.write_all(&f);
         if id == Some(s.ids.delete) {
             let _ = c.shutdown(std::net::Shutdown::Both);
-            st.client = None;
+            *client = None;
         }
     }
 }
