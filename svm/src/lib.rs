@@ -29,6 +29,7 @@
 //! atomics cannot live in a memfd), with the futex modelled by a mutex and a condition variable;
 //! everything that maps memory is compiled out.
 
+mod barrier;
 mod futex;
 pub mod notify;
 pub mod queue;

@@ -1,17 +1,23 @@
 //! Parking and waking across processes: the shared "parked" word, the [`Notifier`] a side uses
 //! to wake its peer, and the [`WaitPolicy`] a side uses when it has to wait.
 //!
-//! The protocol, used by both ends of a [`queue`](crate::queue) and by the segment `ready` flag:
+//! The protocol used by both ends of a [`queue`](crate::queue) (a segment's `ready` flag uses a
+//! [`ParkWord`] too, but its creator always wakes, so it needs no handshake):
 //!
-//! 1. A side that is about to sleep stores 1 in its own [`ParkWord`], issues a `SeqCst` fence,
-//!    and re-checks the condition it waits for. If the condition already holds it clears the word
-//!    and does not sleep.
-//! 2. The other side changes the shared state (publishes an index), issues a `SeqCst` fence and
-//!    reads the peer's word. Only if it reads non-zero does it swap the word to 0 and call its
-//!    [`Notifier`]. Back-to-back traffic therefore never makes a system call.
+//! 1. A side that is about to sleep stores 1 in its own [`ParkWord`], issues a heavy barrier
+//!    (a `SeqCst` fence plus `membarrier(2)`, which makes every CPU running a registered
+//!    process execute a full barrier) and re-checks the condition it waits for. If the
+//!    condition already holds it clears the word and does not sleep.
+//! 2. The other side changes the shared state (publishes an index), issues a light barrier (a
+//!    compiler barrier once its process is registered for `membarrier`, a `SeqCst` fence
+//!    before that or where `membarrier` is unavailable) and reads the peer's word. Only if it
+//!    reads non-zero does it swap the word to 0 and call its [`Notifier`]. Back-to-back
+//!    traffic therefore never makes a system call, nor pays a full fence.
 //!
-//! The two fences make the race safe: either the sleeper's re-check sees the new state, or the
-//! waker sees the word set (the store-buffering litmus test with fences on both sides).
+//! The barriers make the race safe: either the sleeper's re-check sees the new state, or the
+//! waker sees the word set (the store-buffering litmus test, with a barrier on each side; the
+//! asymmetric form is the use `membarrier(2)` documents). Loom checks the protocol with a
+//! `SeqCst` fence on both sides.
 //!
 //! How the sleeper sleeps decides which notifier the waker must use: a side blocked inside a
 //! queue call sleeps on the word itself (a futex), woken by [`FutexNotifier`]; a side that sleeps
@@ -24,6 +30,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use vppinfra::sync::{AtomicU32, Ordering};
 
+pub use crate::barrier::DISABLE_MEMBARRIER_ENV;
 pub(crate) use crate::futex::WaitOutcome;
 
 /// A 32-bit word, in shared memory, in which one side announces that it sleeps (non-zero) or
@@ -179,6 +186,25 @@ impl Notifier for EventFdNotifier {
     }
 }
 
+/// Registers this process for the light (compiler-only) barrier on the queue's fast path, if
+/// not done yet, and waits up to `timeout` for the registration; returns whether the fast path
+/// is in use. Attaching a queue end starts the registration in the background anyway (it can
+/// take milliseconds); call this at start-up to have the fast path from the first message on.
+#[cfg(not(loom))]
+pub fn enable_light_barrier(timeout: Duration) -> bool {
+    crate::barrier::prepare();
+    crate::barrier::wait_registered(timeout)
+}
+
+/// True when a side that parks can rely on being woken: `membarrier(2)` works in this process,
+/// so the light barrier of the peer's fast path is covered (see the crate's `barrier` module).
+/// When false, park only in short naps (the blocking queue calls do so by themselves).
+#[cfg(not(loom))]
+pub fn reliable_wakeups() -> bool {
+    static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(crate::barrier::heavy)
+}
+
 /// How a side waits when its queue is empty (consumer) or full (producer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -187,7 +213,9 @@ pub enum WaitPolicy {
     /// the price of a busy core. A peer that only ever polls needs no notifier.
     Poll,
     /// Poll up to `spins` times, then park on the futex until woken or the deadline passes.
-    /// `spins: 0` parks at once.
+    /// `spins: 0` parks at once. A side that has just woken its peer polls up to 8 times longer
+    /// before its next park, because the peer needs a wake-up latency to answer; without that,
+    /// two sides that fell asleep once could keep taking turns sleeping.
     SpinThenPark {
         /// Polls before parking.
         spins: u32,

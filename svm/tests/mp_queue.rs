@@ -1,5 +1,7 @@
 //! Multi-process: queue traffic both ways between a parent and a child that share a memfd
-//! segment, under each wait policy and with single and batched operations.
+//! segment, under each wait policy and with single and batched operations; also with the child
+//! using full fences instead of the `membarrier`-based light barrier (mixed peers must
+//! interoperate: each side's choice is its own).
 #![cfg(not(loom))]
 
 mod common;
@@ -77,13 +79,15 @@ fn mp_queue_traffic_both_ways() {
         });
     }
     let rendezvous = common::Rendezvous::new(TEST);
-    for (wait, batched, count) in [
-        ("default", "single", 50_000u64),
+    for (wait, batched, count, membarrier) in [
+        ("default", "single", 50_000u64, true),
         // Three threads poll on two cores here: keep it short.
-        ("poll", "single", 5_000),
-        ("park", "single", 5_000),
-        ("default", "batch", 100_000),
-        ("park", "batch", 20_000),
+        ("poll", "single", 5_000, true),
+        ("park", "single", 5_000, true),
+        ("park", "single", 5_000, false),
+        ("default", "batch", 100_000, true),
+        ("park", "batch", 20_000, true),
+        ("default", "batch", 50_000, false),
     ] {
         let segment = Segment::create(&SegmentOptions::new(1 << 20).name("mp queue")).unwrap();
         for i in 0..2 {
@@ -100,8 +104,13 @@ fn mp_queue_traffic_both_ways() {
         tx.set_wait_policy(policy(wait));
         rx.set_wait_policy(policy(wait));
 
+        let env: &[(&str, &str)] = if membarrier {
+            &[]
+        } else {
+            &[(svm::notify::DISABLE_MEMBARRIER_ENV, "1")]
+        };
         let (mut child, conn) =
-            rendezvous.spawn(TEST, "echo", &format!("{wait} {batched} {count}"));
+            rendezvous.spawn_with_env(TEST, "echo", &format!("{wait} {batched} {count}"), env);
         common::send(&conn, b"segment", &[segment.fd()]);
         let sender = thread::spawn(move || {
             for seq in 0..count {

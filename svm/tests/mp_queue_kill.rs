@@ -87,7 +87,13 @@ fn mp_queue_producer_killed_at_random_points() {
     };
     for round in 0..rounds() {
         segment.set_opaque(0, received);
-        let (mut child, conn) = rendezvous.spawn(TEST, "producer", "");
+        // Alternate the producer's barrier: the light one (membarrier) and full fences.
+        let env: &[(&str, &str)] = if round % 2 == 0 {
+            &[]
+        } else {
+            &[(svm::notify::DISABLE_MEMBARRIER_ENV, "1")]
+        };
+        let (mut child, conn) = rendezvous.spawn_with_env(TEST, "producer", "", env);
         // Half the producers park at once when the queue is full, the others spin a while.
         let spins = if rng.below(2) == 0 { 0 } else { 200 };
         common::send(

@@ -164,8 +164,20 @@ impl QueueMem {
     pub(crate) fn write_slot(&self, index: u32, src: &[u8]) {
         debug_assert_eq!(src.len(), self.elem_words * 8);
         #[cfg(not(loom))]
-        for (word, bytes) in self.slot(index).iter().zip(src.chunks_exact(8)) {
-            word.store(u64::from_ne_bytes(to_array(bytes)), Ordering::Relaxed);
+        {
+            let words = self.slot(index);
+            // Common element sizes get a fully unrolled copy.
+            match words.len() {
+                1 => copy_in::<1>(words, src),
+                2 => copy_in::<2>(words, src),
+                4 => copy_in::<4>(words, src),
+                8 => copy_in::<8>(words, src),
+                _ => {
+                    for (word, bytes) in words.iter().zip(src.chunks_exact(8)) {
+                        word.store(u64::from_ne_bytes(to_array(bytes)), Ordering::Relaxed);
+                    }
+                }
+            }
         }
         #[cfg(loom)]
         {
@@ -185,8 +197,19 @@ impl QueueMem {
     pub(crate) fn read_slot(&self, index: u32, dst: &mut [u8]) {
         debug_assert_eq!(dst.len(), self.elem_words * 8);
         #[cfg(not(loom))]
-        for (word, bytes) in self.slot(index).iter().zip(dst.chunks_exact_mut(8)) {
-            bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        {
+            let words = self.slot(index);
+            match words.len() {
+                1 => copy_out::<1>(words, dst),
+                2 => copy_out::<2>(words, dst),
+                4 => copy_out::<4>(words, dst),
+                8 => copy_out::<8>(words, dst),
+                _ => {
+                    for (word, bytes) in words.iter().zip(dst.chunks_exact_mut(8)) {
+                        bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+                    }
+                }
+            }
         }
         #[cfg(loom)]
         {
@@ -207,6 +230,34 @@ impl std::fmt::Debug for QueueMem {
             .field("capacity", &(self.mask as u64 + 1))
             .field("elem_words", &self.elem_words)
             .finish_non_exhaustive()
+    }
+}
+
+/// Copies `N` words from `src` into the slot `words` (both exactly `N` words long); a
+/// compile-time `N` lets the copy unroll into plain moves.
+#[cfg(not(loom))]
+#[inline(always)]
+fn copy_in<const N: usize>(words: &[AtomicU64], src: &[u8]) {
+    let (Ok(words), true) = (<&[AtomicU64; N]>::try_from(words), src.len() >= N * 8) else {
+        return;
+    };
+    for (i, word) in words.iter().enumerate() {
+        word.store(
+            u64::from_ne_bytes(to_array(&src[i * 8..i * 8 + 8])),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Copies the `N` words of the slot `words` into `dst` (both exactly `N` words long).
+#[cfg(not(loom))]
+#[inline(always)]
+fn copy_out<const N: usize>(words: &[AtomicU64], dst: &mut [u8]) {
+    let (Ok(words), true) = (<&[AtomicU64; N]>::try_from(words), dst.len() >= N * 8) else {
+        return;
+    };
+    for (i, word) in words.iter().enumerate() {
+        dst[i * 8..i * 8 + 8].copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
     }
 }
 

@@ -49,8 +49,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use vppinfra::sync::{Ordering, fence, spin_loop};
+use vppinfra::sync::{Ordering, spin_loop};
 
+use crate::barrier;
 use crate::notify::{FutexNotifier, Notifier, ParkWord, WaitPolicy};
 #[cfg(not(loom))]
 use crate::region::SharedRegion;
@@ -289,29 +290,44 @@ enum Next {
 /// about as much as a poll.
 const POLLS_PER_CLOCK_READ: u32 = 64;
 
+/// How many times its usual spin budget a side polls before parking when it has just woken its
+/// peer: the peer's answer cannot come sooner than a wake-up latency (tens of microseconds),
+/// and parking meanwhile would make the two sides take turns sleeping.
+const WAKE_GRACE_FACTOR: u32 = 8;
+
 /// The spin-then-park schedule of one blocking call.
 struct Waiter {
     policy: WaitPolicy,
     deadline: Deadline,
     polls: u32,
+    /// This side woke its peer since it last waited: poll longer before parking.
+    grace: bool,
 }
 
 /// The caller's deadline passed.
 struct TimedOut;
 
 impl Waiter {
-    fn new(policy: WaitPolicy, deadline: Deadline) -> Self {
+    fn new(policy: WaitPolicy, deadline: Deadline, grace: bool) -> Self {
         Self {
             policy,
             deadline,
             polls: 0,
+            grace,
         }
     }
 
     fn next(&mut self) -> Result<Next, TimedOut> {
         let park = match self.policy {
             WaitPolicy::Poll => false,
-            WaitPolicy::SpinThenPark { spins } => self.polls >= spins,
+            WaitPolicy::SpinThenPark { spins } => {
+                let budget = if self.grace {
+                    spins.saturating_mul(WAKE_GRACE_FACTOR)
+                } else {
+                    spins
+                };
+                self.polls >= budget
+            }
         };
         if park {
             return Ok(Next::Park(self.remaining()?));
@@ -341,34 +357,45 @@ impl Waiter {
 }
 
 /// Announces on `own` that this side sleeps, then re-checks `still_blocked`; clears the
-/// announcement if the wait is over or the check failed. Returns whether to sleep.
+/// announcement if the wait is over or the check failed. Returns `Some(nap)` to sleep (for at
+/// most `nap` when the heavy barrier failed and wakes may be missed), `None` not to.
 fn announce_park(
     own: &ParkWord,
     still_blocked: impl FnOnce() -> Result<bool, QueueCorrupt>,
-) -> Result<bool, QueueCorrupt> {
+) -> Result<Option<Option<Duration>>, QueueCorrupt> {
     own.announce();
-    // Pairs with the fence in `wake_peer`: either our re-check below sees the peer's new index,
-    // or the peer sees our announcement.
-    fence(Ordering::SeqCst);
+    // Pairs with the barrier in `wake_peer`: either our re-check below sees the peer's new
+    // index, or the peer sees our announcement.
+    let reliable = barrier::heavy();
     match still_blocked() {
-        Ok(true) => Ok(true),
-        other => {
+        Ok(true) => Ok(Some(if reliable { None } else { Some(UNRELIABLE_NAP) })),
+        Ok(false) => {
             own.clear();
-            other
+            Ok(None)
+        }
+        Err(e) => {
+            own.clear();
+            Err(e)
         }
     }
 }
 
-/// After publishing an index: wakes the peer if it announced that it sleeps.
+/// Longest sleep when a peer's wake could be missed (see [`barrier`]).
+const UNRELIABLE_NAP: Duration = Duration::from_millis(1);
+
+/// After publishing an index: wakes the peer if it announced that it sleeps; returns whether
+/// it did.
 #[inline]
-fn wake_peer(notifier: &Option<Box<dyn Notifier>>, peer: &ParkWord) {
+fn wake_peer(notifier: &Option<Box<dyn Notifier>>, peer: &ParkWord) -> bool {
     if let Some(notifier) = notifier {
-        // Pairs with the fence in `announce_park`.
-        fence(Ordering::SeqCst);
+        // Pairs with the barrier in `announce_park`.
+        barrier::light();
         if peer.take_parked() {
             notifier.notify(peer);
+            return true;
         }
     }
+    false
 }
 
 /// Sleeps on `own` (announced), for at most `timeout`, then clears the announcement.
@@ -389,6 +416,8 @@ pub struct Producer {
     head_cache: u32,
     wait: WaitPolicy,
     notifier: Option<Box<dyn Notifier>>,
+    /// Woke the consumer since the last wait (see `WAKE_GRACE_FACTOR`).
+    woke_peer: bool,
 }
 
 impl Producer {
@@ -411,6 +440,7 @@ impl Producer {
 
     fn from_mem(mem: QueueMem, geometry: QueueGeometry) -> Result<Self, QueueAttachError> {
         let (tail, head) = check_attach(mem.header(), geometry)?;
+        barrier::prepare();
         mem.header()
             .identity
             .0
@@ -424,6 +454,7 @@ impl Producer {
             head_cache: head,
             wait: WaitPolicy::default(),
             notifier: Some(Box::new(FutexNotifier)),
+            woke_peer: false,
         })
     }
 
@@ -450,26 +481,26 @@ impl Producer {
     #[doc(alias = "svm_queue_add")]
     pub fn try_send(&mut self, elem: &[u8]) -> Result<(), QueueSendError> {
         self.check_elem(elem.len())?;
-        self.send_inner(elem, Deadline::Now).map(drop)
+        self.send_inner(elem, 1, Deadline::Now).map(drop)
     }
 
     /// Enqueues one element, waiting for room as long as it takes.
     pub fn send(&mut self, elem: &[u8]) -> Result<(), QueueSendError> {
         self.check_elem(elem.len())?;
-        self.send_inner(elem, Deadline::Never).map(drop)
+        self.send_inner(elem, 1, Deadline::Never).map(drop)
     }
 
     /// Enqueues one element, waiting for room at most `timeout`.
     pub fn send_timeout(&mut self, elem: &[u8], timeout: Duration) -> Result<(), QueueSendError> {
         self.check_elem(elem.len())?;
-        self.send_inner(elem, Deadline::after(timeout)).map(drop)
+        self.send_inner(elem, 1, Deadline::after(timeout)).map(drop)
     }
 
     /// Enqueues as many of `elems` (a whole number of elements) as fit now; returns how many
     /// (possibly 0). One index publication and at most one wake for the whole batch.
     pub fn try_send_batch(&mut self, elems: &[u8]) -> Result<usize, QueueSendError> {
-        self.check_batch(elems.len())?;
-        match self.send_inner(elems, Deadline::Now) {
+        let n = self.check_batch(elems.len())?;
+        match self.send_inner(elems, n, Deadline::Now) {
             Err(QueueSendError::Full) => Ok(0),
             other => other,
         }
@@ -478,8 +509,8 @@ impl Producer {
     /// Waits until at least one element fits, then enqueues as many of `elems` as fit; returns
     /// how many.
     pub fn send_batch(&mut self, elems: &[u8]) -> Result<usize, QueueSendError> {
-        self.check_batch(elems.len())?;
-        self.send_inner(elems, Deadline::Never)
+        let n = self.check_batch(elems.len())?;
+        self.send_inner(elems, n, Deadline::Never)
     }
 
     /// Like [`Producer::send_batch`], waiting at most `timeout`.
@@ -488,8 +519,8 @@ impl Producer {
         elems: &[u8],
         timeout: Duration,
     ) -> Result<usize, QueueSendError> {
-        self.check_batch(elems.len())?;
-        self.send_inner(elems, Deadline::after(timeout))
+        let n = self.check_batch(elems.len())?;
+        self.send_inner(elems, n, Deadline::after(timeout))
     }
 
     /// Elements in the queue now, from this producer's view.
@@ -501,7 +532,12 @@ impl Producer {
     /// For a producer that sleeps elsewhere (epoll) while the queue is full: announces that it
     /// sleeps and returns whether the queue is still full. If it returns `true`, sleep until the
     /// consumer's notifier fires, then call [`Producer::finish_park`]; if `false`, send now.
+    /// (If [`reliable_wakeups`](crate::notify::reliable_wakeups) is false, sleep briefly.)
     pub fn prepare_park(&mut self) -> Result<bool, QueueCorrupt> {
+        Ok(self.announce()?.is_some())
+    }
+
+    fn announce(&mut self) -> Result<Option<Option<Duration>>, QueueCorrupt> {
         let header = self.mem.header();
         let own = &header.producer_parked.0;
         let (tail, capacity) = (self.tail, self.capacity);
@@ -530,9 +566,10 @@ impl Producer {
         }
     }
 
-    fn check_batch(&self, len: usize) -> Result<(), QueueSendError> {
+    /// The number of elements in a batch of `len` bytes (saturated to `u32::MAX`).
+    fn check_batch(&self, len: usize) -> Result<u32, QueueSendError> {
         if len % self.elem_size == 0 {
-            Ok(())
+            Ok(u32::try_from(len / self.elem_size).unwrap_or(u32::MAX))
         } else {
             Err(QueueSendError::ElementSize {
                 expected: self.elem_size,
@@ -560,49 +597,79 @@ impl Producer {
         Ok(self.capacity - used)
     }
 
-    fn send_inner(&mut self, elems: &[u8], deadline: Deadline) -> Result<usize, QueueSendError> {
-        let n_elems = elems.len() / self.elem_size;
-        if n_elems == 0 {
+    /// Sends up to `want` elements from `elems` (which holds at least `want` of them).
+    #[inline]
+    fn send_inner(
+        &mut self,
+        elems: &[u8],
+        want: u32,
+        deadline: Deadline,
+    ) -> Result<usize, QueueSendError> {
+        if want == 0 {
             return Ok(0);
         }
-        let want = u32::try_from(n_elems).unwrap_or(u32::MAX);
-        let mut waiter = Waiter::new(self.wait, deadline);
+        let free = self.free_slots(want)?;
+        if free > 0 {
+            let n = want.min(free);
+            self.publish(elems, n);
+            return Ok(n as usize);
+        }
+        if matches!(deadline, Deadline::Now) {
+            return Err(QueueSendError::Full);
+        }
+        self.send_wait(elems, want, deadline)
+    }
+
+    /// The slow path of a blocking send: the queue was full.
+    #[cold]
+    #[inline(never)]
+    fn send_wait(
+        &mut self,
+        elems: &[u8],
+        want: u32,
+        deadline: Deadline,
+    ) -> Result<usize, QueueSendError> {
+        let mut waiter = Waiter::new(self.wait, deadline, self.woke_peer);
         loop {
-            let free = self.free_slots(want)?;
-            if free > 0 {
-                let n = want.min(free);
-                self.publish(elems, n);
-                return Ok(n as usize);
-            }
-            if matches!(deadline, Deadline::Now) {
-                return Err(QueueSendError::Full);
-            }
             match waiter.next().map_err(|TimedOut| QueueSendError::Timeout)? {
                 Next::Retry => {}
                 Next::Park(timeout) => {
-                    if self.prepare_park()? {
+                    self.woke_peer = false;
+                    if let Some(nap) = self.announce()? {
+                        let timeout = match (timeout, nap) {
+                            (Some(t), Some(n)) => Some(t.min(n)),
+                            (t, n) => t.or(n),
+                        };
                         sleep_parked(&self.mem.header().producer_parked.0, timeout)
                             .map_err(QueueSendError::Os)?;
                     }
                 }
+            }
+            let free = self.free_slots(want)?;
+            if free > 0 {
+                self.woke_peer = false;
+                let n = want.min(free);
+                self.publish(elems, n);
+                return Ok(n as usize);
             }
         }
     }
 
     #[inline]
     fn publish(&mut self, elems: &[u8], n: u32) {
-        for (i, elem) in elems
-            .chunks_exact(self.elem_size)
-            .take(n as usize)
-            .enumerate()
-        {
-            self.mem.write_slot(self.tail.wrapping_add(i as u32), elem);
+        let size = self.elem_size;
+        for i in 0..n {
+            let start = i as usize * size;
+            self.mem
+                .write_slot(self.tail.wrapping_add(i), &elems[start..start + size]);
         }
         self.tail = self.tail.wrapping_add(n);
         let header = self.mem.header();
         // Release: the slot writes above become visible no later than the index.
         header.tail.0.store(self.tail, Ordering::Release);
-        wake_peer(&self.notifier, &header.consumer_parked.0);
+        if wake_peer(&self.notifier, &header.consumer_parked.0) {
+            self.woke_peer = true;
+        }
     }
 }
 
@@ -629,6 +696,8 @@ pub struct Consumer {
     tail_cache: u32,
     wait: WaitPolicy,
     notifier: Option<Box<dyn Notifier>>,
+    /// Woke the producer since the last wait (see `WAKE_GRACE_FACTOR`).
+    woke_peer: bool,
 }
 
 impl Consumer {
@@ -651,6 +720,7 @@ impl Consumer {
 
     fn from_mem(mem: QueueMem, geometry: QueueGeometry) -> Result<Self, QueueAttachError> {
         let (tail, head) = check_attach(mem.header(), geometry)?;
+        barrier::prepare();
         mem.header()
             .identity
             .0
@@ -664,6 +734,7 @@ impl Consumer {
             tail_cache: tail,
             wait: WaitPolicy::default(),
             notifier: Some(Box::new(FutexNotifier)),
+            woke_peer: false,
         })
     }
 
@@ -691,13 +762,13 @@ impl Consumer {
     #[doc(alias = "svm_queue_sub2")]
     pub fn try_recv(&mut self, out: &mut [u8]) -> Result<(), QueueRecvError> {
         self.check_elem(out.len())?;
-        self.recv_inner(out, Deadline::Now).map(drop)
+        self.recv_inner(out, 1, Deadline::Now).map(drop)
     }
 
     /// Dequeues one element, waiting for one as long as it takes.
     pub fn recv(&mut self, out: &mut [u8]) -> Result<(), QueueRecvError> {
         self.check_elem(out.len())?;
-        self.recv_inner(out, Deadline::Never).map(drop)
+        self.recv_inner(out, 1, Deadline::Never).map(drop)
     }
 
     /// Dequeues one element, waiting at most `timeout`.
@@ -707,14 +778,14 @@ impl Consumer {
         timeout: Duration,
     ) -> Result<(), QueueRecvError> {
         self.check_elem(out.len())?;
-        self.recv_inner(out, Deadline::after(timeout)).map(drop)
+        self.recv_inner(out, 1, Deadline::after(timeout)).map(drop)
     }
 
     /// Dequeues as many elements as are available and fit in `out` (whole elements); returns
     /// how many (possibly 0). One index publication and at most one wake for the whole batch.
     pub fn try_recv_batch(&mut self, out: &mut [u8]) -> Result<usize, QueueRecvError> {
-        self.check_batch(out.len())?;
-        match self.recv_inner(out, Deadline::Now) {
+        let n = self.check_batch(out.len())?;
+        match self.recv_inner(out, n, Deadline::Now) {
             Err(QueueRecvError::Empty) => Ok(0),
             other => other,
         }
@@ -722,8 +793,8 @@ impl Consumer {
 
     /// Waits until at least one element is available, then dequeues as many as fit in `out`.
     pub fn recv_batch(&mut self, out: &mut [u8]) -> Result<usize, QueueRecvError> {
-        self.check_batch(out.len())?;
-        self.recv_inner(out, Deadline::Never)
+        let n = self.check_batch(out.len())?;
+        self.recv_inner(out, n, Deadline::Never)
     }
 
     /// Like [`Consumer::recv_batch`], waiting at most `timeout`.
@@ -732,8 +803,8 @@ impl Consumer {
         out: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, QueueRecvError> {
-        self.check_batch(out.len())?;
-        self.recv_inner(out, Deadline::after(timeout))
+        let n = self.check_batch(out.len())?;
+        self.recv_inner(out, n, Deadline::after(timeout))
     }
 
     /// Elements in the queue now, from this consumer's view.
@@ -744,8 +815,13 @@ impl Consumer {
     /// For a consumer that sleeps elsewhere (epoll) while the queue is empty: announces that it
     /// sleeps and returns whether the queue is still empty. If it returns `true`, sleep until
     /// the producer's notifier fires (for example an [`EventFdNotifier`](crate::notify::EventFdNotifier)),
-    /// then call [`Consumer::finish_park`]; if `false`, receive now.
+    /// then call [`Consumer::finish_park`]; if `false`, receive now. (If
+    /// [`reliable_wakeups`](crate::notify::reliable_wakeups) is false, sleep briefly.)
     pub fn prepare_park(&mut self) -> Result<bool, QueueCorrupt> {
+        Ok(self.announce()?.is_some())
+    }
+
+    fn announce(&mut self) -> Result<Option<Option<Duration>>, QueueCorrupt> {
         let header = self.mem.header();
         let own = &header.consumer_parked.0;
         let (head, capacity) = (self.head, self.capacity);
@@ -774,9 +850,10 @@ impl Consumer {
         }
     }
 
-    fn check_batch(&self, len: usize) -> Result<(), QueueRecvError> {
+    /// The number of whole elements a buffer of `len` bytes holds (saturated to `u32::MAX`).
+    fn check_batch(&self, len: usize) -> Result<u32, QueueRecvError> {
         if len >= self.elem_size {
-            Ok(())
+            Ok(u32::try_from(len / self.elem_size).unwrap_or(u32::MAX))
         } else {
             Err(QueueRecvError::ElementSize {
                 expected: self.elem_size,
@@ -804,47 +881,80 @@ impl Consumer {
         Ok(available)
     }
 
-    fn recv_inner(&mut self, out: &mut [u8], deadline: Deadline) -> Result<usize, QueueRecvError> {
-        let want = u32::try_from(out.len() / self.elem_size).unwrap_or(u32::MAX);
-        let mut waiter = Waiter::new(self.wait, deadline);
+    /// Receives up to `want` elements into `out` (which has room for at least `want`).
+    #[inline]
+    fn recv_inner(
+        &mut self,
+        out: &mut [u8],
+        want: u32,
+        deadline: Deadline,
+    ) -> Result<usize, QueueRecvError> {
+        let available = self.available(want)?;
+        if available > 0 {
+            let n = want.min(available);
+            self.consume(out, n);
+            return Ok(n as usize);
+        }
+        if matches!(deadline, Deadline::Now) {
+            return Err(QueueRecvError::Empty);
+        }
+        self.recv_wait(out, want, deadline)
+    }
+
+    /// The slow path of a blocking receive: the queue was empty.
+    #[cold]
+    #[inline(never)]
+    fn recv_wait(
+        &mut self,
+        out: &mut [u8],
+        want: u32,
+        deadline: Deadline,
+    ) -> Result<usize, QueueRecvError> {
+        let mut waiter = Waiter::new(self.wait, deadline, self.woke_peer);
         loop {
-            let available = self.available(want)?;
-            if available > 0 {
-                let n = want.min(available);
-                self.consume(out, n);
-                return Ok(n as usize);
-            }
-            if matches!(deadline, Deadline::Now) {
-                return Err(QueueRecvError::Empty);
-            }
             match waiter.next().map_err(|TimedOut| QueueRecvError::Timeout)? {
-                // While polling, touch the slot the next element will occupy, so that when it
-                // arrives its line is fetched together with `tail` instead of after it.
-                Next::Retry => self.mem.touch_slot(self.head),
+                Next::Retry => {}
                 Next::Park(timeout) => {
-                    if self.prepare_park()? {
+                    self.woke_peer = false;
+                    if let Some(nap) = self.announce()? {
+                        let timeout = match (timeout, nap) {
+                            (Some(t), Some(n)) => Some(t.min(n)),
+                            (t, n) => t.or(n),
+                        };
                         sleep_parked(&self.mem.header().consumer_parked.0, timeout)
                             .map_err(QueueRecvError::Os)?;
                     }
                 }
+            }
+            let available = self.available(want)?;
+            // Right after reading `tail`, touch the slot the next element will occupy, so that
+            // when the element arrives its line is requested together with `tail` rather than
+            // after it (a prefetch: the value is discarded).
+            self.mem.touch_slot(self.head);
+            if available > 0 {
+                self.woke_peer = false;
+                let n = want.min(available);
+                self.consume(out, n);
+                return Ok(n as usize);
             }
         }
     }
 
     #[inline]
     fn consume(&mut self, out: &mut [u8], n: u32) {
-        for (i, elem) in out
-            .chunks_exact_mut(self.elem_size)
-            .take(n as usize)
-            .enumerate()
-        {
-            self.mem.read_slot(self.head.wrapping_add(i as u32), elem);
+        let size = self.elem_size;
+        for i in 0..n {
+            let start = i as usize * size;
+            self.mem
+                .read_slot(self.head.wrapping_add(i), &mut out[start..start + size]);
         }
         self.head = self.head.wrapping_add(n);
         let header = self.mem.header();
         // Release: our copies out of the slots complete before the producer may reuse them.
         header.head.0.store(self.head, Ordering::Release);
-        wake_peer(&self.notifier, &header.producer_parked.0);
+        if wake_peer(&self.notifier, &header.producer_parked.0) {
+            self.woke_peer = true;
+        }
     }
 }
 

@@ -40,8 +40,23 @@ impl Rendezvous {
 
     /// Starts `role` of `test`, passing the socket path and `arg`, and accepts its connection.
     pub fn spawn(&self, test: &str, role: &str, arg: &str) -> (TestChild, OwnedFd) {
-        let mut child =
-            testing::spawn_self(test, role, &format!("{}\n{arg}", self.path().display())).spawn();
+        self.spawn_with_env(test, role, arg, &[])
+    }
+
+    /// Like [`Rendezvous::spawn`], with extra environment variables for the child.
+    pub fn spawn_with_env(
+        &self,
+        test: &str,
+        role: &str,
+        arg: &str,
+        env: &[(&str, &str)],
+    ) -> (TestChild, OwnedFd) {
+        let mut builder =
+            testing::spawn_self(test, role, &format!("{}\n{arg}", self.path().display()));
+        for (key, value) in env {
+            builder.command().env(key, value);
+        }
+        let mut child = builder.spawn();
         let conn = self.accept(&mut child);
         (child, conn)
     }
