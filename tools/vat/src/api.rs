@@ -10,7 +10,7 @@
 //! are restored from vlibapi's own copy of the core modules for every message whose `name_crc`
 //! matches one of them: those few memclnt and memfd fields then encode as the server expects.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use vlibapi::json::{self, Json};
@@ -59,6 +59,9 @@ pub struct MsgInfo {
     pub context_offset: Option<usize>,
     /// How it is answered when sent as a request.
     pub reply: ReplyKind,
+    /// It is itself an answer (a reply, details or an event of some service, or named like
+    /// one), so not something a person usually sends.
+    pub is_answer: bool,
 }
 
 impl MsgInfo {
@@ -216,11 +219,15 @@ impl Api {
 
     fn index(schema: Schema, table: BTreeMap<u16, String>, modules: &[ModuleSummary]) -> Api {
         let mut services: HashMap<&str, &Service> = HashMap::new();
+        let mut answers: HashSet<&str> = HashSet::new();
         let mut module_of: HashMap<&str, &str> = HashMap::new();
         let mut summaries = Vec::new();
         for (i, m) in schema.modules().iter().enumerate() {
             for s in &m.services {
                 services.entry(s.request.as_str()).or_insert(s);
+                answers.insert(s.reply.as_str());
+                answers.extend(s.stream_msg.as_deref());
+                answers.extend(s.events.iter().map(String::as_str));
             }
             for msg in &m.messages {
                 module_of
@@ -239,6 +246,9 @@ impl Api {
                 continue;
             };
             let reply = reply_kind(&def.name, services.get(def.name.as_str()).copied(), known);
+            let is_answer = answers.contains(def.name.as_str())
+                || def.name.ends_with("_reply")
+                || def.name.ends_with("_details");
             msgs.push(MsgInfo {
                 id,
                 name_crc: name_crc.clone(),
@@ -250,6 +260,7 @@ impl Api {
                 client_index_offset: schema::field_offset(&schema, def, "client_index"),
                 context_offset: schema::field_offset(&schema, def, "context"),
                 reply,
+                is_answer,
                 def: def.clone(),
             });
         }
@@ -444,6 +455,11 @@ pub(crate) mod tests {
         // An event has no context; its client_index is not mistaken for one.
         let ev = api.by_name("sw_thing_event").unwrap();
         assert_eq!(ev.context_offset, None);
+        // Replies, details and events are answers; requests are not.
+        assert!(ev.is_answer);
+        assert!(api.by_name("sw_thing_details").unwrap().is_answer);
+        assert!(api.by_name("control_ping_reply").unwrap().is_answer);
+        assert!(!dump.is_answer && !ping.is_answer);
         assert_eq!(api.id_of("control_ping_51077d14"), Some(23));
         assert_eq!(api.id_of("control_ping"), Some(23));
         assert_eq!(api.id_of("nope"), None);

@@ -859,6 +859,7 @@ mod tests {
             client_index_offset: Some(2),
             context_offset: Some(6),
             reply: crate::api::ReplyKind::None,
+            is_answer: false,
         };
         let bytes = encode_request(&s, &info, &v, 1, 2).unwrap();
         let back = vlibapi::value::decode_message(&s, &def, &bytes).unwrap();

@@ -25,8 +25,9 @@ Modes:
 Commands are built-ins (`help` lists them) or a message name with `field value` pairs:
   sw_thing_add_del name foo count 4 enable
 
-Exit status: 0 if every command succeeded, 1 if any failed (a non-zero retval, an unknown
-message, a parse error, a timeout), 2 if the server could not be reached or went away.";
+Exit status (one-shot and scripts): 0 if every command succeeded, 1 if any failed (a non-zero
+retval, an unknown message, a parse error, a timeout), 2 if the server could not be reached or
+went away. Interactive sessions exit 0 unless the server went away.";
 
 /// The API test tool: send any message the server publishes, script it, time it.
 #[derive(Debug, Parser)]
@@ -165,7 +166,9 @@ fn main() -> ExitCode {
             runner.session.link.client_index()
         );
         match vat::repl::run(&mut runner, history) {
-            Ok(outcome) => finish(outcome, runner),
+            // Failures were shown as they happened; only a lost server changes the status.
+            Ok(Outcome::Fatal) => finish(Outcome::Fatal, runner),
+            Ok(_) => finish(Outcome::Ok, runner),
             Err(e) => {
                 eprintln!("vat: terminal error: {e}");
                 finish(Outcome::Failed, runner)

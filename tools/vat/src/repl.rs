@@ -35,7 +35,10 @@ enum FieldValue {
 /// Everything completion needs, copied out of the [`Api`].
 #[derive(Debug, Clone, Default)]
 pub struct Completions {
+    /// Built-ins and requests: what a line starts with.
     commands: Vec<String>,
+    /// Built-ins and every message: what `help` takes.
+    topics: Vec<String>,
     fields: BTreeMap<String, Vec<(String, FieldValue)>>,
 }
 
@@ -43,17 +46,28 @@ impl Completions {
     /// Indexes the built-ins and the API's messages and fields.
     pub fn new(api: &Api) -> Completions {
         let mut commands: Vec<String> = BUILTINS.iter().map(|b| b.name.to_owned()).collect();
+        let mut topics = commands.clone();
+        topics.push("syntax".to_owned());
         let mut fields = BTreeMap::new();
         for m in api.messages() {
-            commands.push(m.name().to_owned());
+            topics.push(m.name().to_owned());
+            if !m.is_answer {
+                commands.push(m.name().to_owned());
+            }
             let fs = command::settable_fields(&m.def.fields, true)
                 .map(|f| (f.name.clone(), field_value(api.schema(), &f.ty, &f.array)))
                 .collect();
             fields.insert(m.name().to_owned(), fs);
         }
-        commands.sort();
-        commands.dedup();
-        Completions { commands, fields }
+        for list in [&mut commands, &mut topics] {
+            list.sort();
+            list.dedup();
+        }
+        Completions {
+            commands,
+            topics,
+            fields,
+        }
     }
 
     /// The start of the word at `pos` and its candidates, sorted.
@@ -74,7 +88,8 @@ impl Completions {
         (partial_start, out)
     }
 
-    /// Candidates for the word after `words`.
+    /// Candidates for the word after `words`. The first word completes to built-ins and
+    /// requests only (replies, details and events can be sent but rarely are).
     fn candidates(&self, words: &[&str]) -> Vec<String> {
         let Some((&first, rest)) = words.split_first() else {
             return self.commands.clone();
@@ -91,11 +106,7 @@ impl Completions {
             }
         };
         match first {
-            "help" if rest.is_empty() => {
-                let mut c = self.commands.clone();
-                c.push("syntax".to_owned());
-                c
-            }
+            "help" if rest.is_empty() => self.topics.clone(),
             "time" => self.candidates(rest),
             "repeat" => {
                 // repeat N [window W] <command...>
@@ -289,14 +300,18 @@ mod tests {
 
     #[test]
     fn first_word_completes_to_commands_and_messages() {
+        assert_eq!(complete("sw_thing_a"), (0, vec!["sw_thing_add_del".into()]));
         assert_eq!(
-            complete("sw_thing_a"),
-            (
-                0,
-                vec!["sw_thing_add_del".into(), "sw_thing_add_del_reply".into()]
-            )
+            complete("sw_thing_"),
+            (0, vec!["sw_thing_add_del".into(), "sw_thing_dump".into()])
+        );
+        // `help` takes answers too.
+        assert_eq!(
+            complete("help sw_thing_d").1,
+            vec!["sw_thing_details".to_owned(), "sw_thing_dump".to_owned()]
         );
         assert_eq!(complete("dump_m"), (0, vec!["dump_msg_api_table".into()]));
+        assert_eq!(complete("get_msg").1, vec!["get_msg_id".to_owned()]);
         let (_, all) = complete("");
         assert!(all.contains(&"help".to_owned()) && all.contains(&"control_ping".to_owned()));
         assert_eq!(complete("  control_pi").0, 2);
@@ -329,11 +344,11 @@ mod tests {
         );
         assert_eq!(
             complete("repeat 10 window 4 sw_thing_d").1,
-            vec!["sw_thing_details".to_owned(), "sw_thing_dump".to_owned()]
+            vec!["sw_thing_dump".to_owned()]
         );
         assert_eq!(
             complete("repeat 10 contr").1,
-            vec!["control_ping".to_owned(), "control_ping_reply".to_owned()]
+            vec!["control_ping".to_owned()]
         );
         assert_eq!(
             complete("help sw_thing_du").1,
