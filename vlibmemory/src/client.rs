@@ -1,0 +1,244 @@
+//! The client side of the shared-memory transport: a [`ShmLink`] moves whole messages to and
+//! from the server through one channel, either in a private segment received over the socket
+//! (the pivot) or in a slot of the named segment claimed by name.
+//!
+//! The link knows nothing about message contents: registering (`memclnt_create`), matching
+//! replies and answering keepalives belong to the client above it (`vlibsocket::client`).
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use svm::notify::{EventFdNotifier, Notifier, WaitPolicy};
+use svm::segment::{AttachOptions, Segment};
+use vppinfra::sync::{Arc, Ordering};
+
+use crate::channel::{ChannelError, ChannelLayout, Receiver, RecvError, SendError, Sender, state};
+use crate::server::{
+    DIR_MAGIC, DIR_MAGIC_VALUE, DIR_N_SLOTS, DIR_SLOTS, DIR_TABLE_LEN, DIR_TABLE_OFFSET,
+    OPAQUE_ROOT, named_segment_name, open_named_doorbell,
+};
+
+/// Why a link could not be set up.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ShmConnectError {
+    /// The segment could not be attached.
+    Segment(String),
+    /// The channel in it is not valid.
+    Channel(ChannelError),
+    /// Every slot of the named segment is taken.
+    NoFreeSlot,
+    /// The named segment's directory is not valid.
+    BadDirectory(&'static str),
+    /// The doorbell could not be opened.
+    Doorbell(nix::errno::Errno),
+}
+
+impl fmt::Display for ShmConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Segment(e) => write!(f, "cannot attach the segment: {e}"),
+            Self::Channel(e) => write!(f, "{e}"),
+            Self::NoFreeSlot => f.write_str("every client slot of the named segment is taken"),
+            Self::BadDirectory(what) => write!(f, "bad named-segment directory: {what}"),
+            Self::Doorbell(e) => write!(f, "cannot open the server's doorbell: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ShmConnectError {}
+
+impl From<ChannelError> for ShmConnectError {
+    fn from(e: ChannelError) -> Self {
+        Self::Channel(e)
+    }
+}
+
+/// One client's end of a channel.
+pub struct ShmLink {
+    segment: Arc<Segment>,
+    tx: Sender,
+    rx: Receiver,
+    table: Option<Vec<u8>>,
+    doorbell_kick: Option<EventFdNotifier>,
+}
+
+impl fmt::Debug for ShmLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmLink")
+            .field("segment", &self.segment.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmLink {
+    /// Attaches to the private segment `memfd` received after `sock_init_shm`, waking the
+    /// server through `doorbell`. `wait` is how a blocked receive waits.
+    pub fn from_pivot(
+        memfd: OwnedFd,
+        doorbell: OwnedFd,
+        wait: WaitPolicy,
+    ) -> Result<Self, ShmConnectError> {
+        let segment = Segment::attach(
+            memfd,
+            &AttachOptions::default().ready_timeout(Duration::from_secs(2)),
+        )
+        .map_err(|e| ShmConnectError::Segment(e.to_string()))?;
+        let segment = Arc::new(segment);
+        let base = segment
+            .opaque(OPAQUE_ROOT)
+            .ok_or(ShmConnectError::BadDirectory("no channel"))? as usize;
+        let layout = ChannelLayout::read(segment.region(), base)?;
+        let notifier: Box<dyn Notifier> = Box::new(EventFdNotifier::new(doorbell));
+        Self::attach_ends(segment, &layout, notifier, wait, None, None)
+    }
+
+    /// Attaches by name to the server's named segment (`prefix` as the server was given),
+    /// claiming a free slot.
+    pub fn attach_named(prefix: Option<&str>, wait: WaitPolicy) -> Result<Self, ShmConnectError> {
+        let name = named_segment_name(prefix).map_err(ShmConnectError::Segment)?;
+        let segment = Segment::attach_named(
+            &name,
+            &AttachOptions::default().ready_timeout(Duration::from_secs(2)),
+        )
+        .map_err(|e| ShmConnectError::Segment(e.to_string()))?;
+        let segment = Arc::new(segment);
+        let region = segment.region();
+        let dir_off = segment
+            .opaque(OPAQUE_ROOT)
+            .ok_or(ShmConnectError::BadDirectory("no directory"))? as usize;
+        let head = region
+            .words(dir_off, DIR_SLOTS)
+            .ok_or(ShmConnectError::BadDirectory("out of the segment"))?;
+        if head[DIR_MAGIC].load(Ordering::Acquire) != DIR_MAGIC_VALUE {
+            return Err(ShmConnectError::BadDirectory("magic"));
+        }
+        let n_slots = head[DIR_N_SLOTS].load(Ordering::Relaxed).min(4096) as usize;
+        let table_off = head[DIR_TABLE_OFFSET].load(Ordering::Relaxed) as usize;
+        let table_len = head[DIR_TABLE_LEN].load(Ordering::Relaxed) as usize;
+        if table_len > 64 << 20 {
+            return Err(ShmConnectError::BadDirectory("table length"));
+        }
+        let mut table = vec![0u8; table_len];
+        region
+            .read(table_off, &mut table)
+            .map_err(|_| ShmConnectError::BadDirectory("table out of the segment"))?;
+        let slots: Vec<usize> = region
+            .words(dir_off + DIR_SLOTS * 8, n_slots)
+            .ok_or(ShmConnectError::BadDirectory("slots out of the segment"))?
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed) as usize)
+            .collect();
+        let pid = u64::from(std::process::id());
+        for base in slots {
+            let Some((st, pid_word)) = ChannelLayout::slot_words(region, base) else {
+                continue;
+            };
+            if st
+                .compare_exchange(
+                    state::FREE,
+                    state::CLAIMED,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            pid_word.store(pid, Ordering::Release);
+            let layout = match ChannelLayout::read(region, base) {
+                Ok(l) => l,
+                Err(e) => return Err(e.into()),
+            };
+            let notifier = open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?;
+            let kick = open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?;
+            let link = Self::attach_ends(
+                segment.clone(),
+                &layout,
+                Box::new(notifier),
+                wait,
+                Some(table),
+                Some(kick),
+            )?;
+            // The server sleeps until its doorbell rings: tell it about the claim.
+            link.kick();
+            return Ok(link);
+        }
+        Err(ShmConnectError::NoFreeSlot)
+    }
+
+    fn attach_ends(
+        segment: Arc<Segment>,
+        layout: &ChannelLayout,
+        notifier: Box<dyn Notifier>,
+        wait: WaitPolicy,
+        table: Option<Vec<u8>>,
+        doorbell_kick: Option<EventFdNotifier>,
+    ) -> Result<Self, ShmConnectError> {
+        let mut tx = Sender::attach(segment.clone(), &layout.client_rings, layout.request)?;
+        tx.queue_mut().set_notifier(Some(notifier));
+        tx.queue_mut().set_wait_policy(wait);
+        let mut rx = Receiver::attach(
+            segment.clone(),
+            &layout.server_rings,
+            layout.reply,
+            Arc::new(layout.structures()),
+        )?;
+        rx.queue_mut().set_wait_policy(wait);
+        Ok(Self {
+            segment,
+            tx,
+            rx,
+            table,
+            doorbell_kick,
+        })
+    }
+
+    /// Rings the server's doorbell unconditionally (named segment: after a claim).
+    fn kick(&self) {
+        if let Some(k) = &self.doorbell_kick {
+            let _ = nix::unistd::write(k.fd(), &1u64.to_ne_bytes());
+        }
+    }
+
+    /// The encoded `sockclnt_create_reply` a named segment publishes (the message table).
+    pub fn published_table(&self) -> Option<&[u8]> {
+        self.table.as_deref()
+    }
+
+    /// Sends one message, waiting up to `timeout` for a buffer and queue room.
+    pub fn send(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        match self.tx.try_send(msg) {
+            Err(SendError::NoBuffer | SendError::QueueFull) => {}
+            other => return other,
+        }
+        self.tx.send_timeout(msg, timeout)
+    }
+
+    /// The next message, if one is waiting.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<bool, RecvError> {
+        self.rx.try_recv(buf)
+    }
+
+    /// The next message, waiting up to `timeout`.
+    pub fn recv(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<(), RecvError> {
+        self.rx.recv_timeout(buf, timeout)
+    }
+
+    /// Changes how a blocked receive waits.
+    pub fn set_wait_policy(&mut self, wait: WaitPolicy) {
+        self.rx.queue_mut().set_wait_policy(wait);
+        self.tx.queue_mut().set_wait_policy(wait);
+    }
+
+    /// Statistics of the client-to-server rings.
+    pub fn stats(&self) -> crate::channel::SenderStats {
+        self.tx.stats()
+    }
+
+    /// The segment's name.
+    pub fn segment_name(&self) -> &str {
+        self.segment.name()
+    }
+}
