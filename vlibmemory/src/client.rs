@@ -147,10 +147,7 @@ impl ShmLink {
                 continue;
             }
             pid_word.store(pid, Ordering::Release);
-            let layout = match ChannelLayout::read(region, base) {
-                Ok(l) => l,
-                Err(e) => return Err(e.into()),
-            };
+            let layout = ChannelLayout::read(region, base)?;
             let notifier = open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?;
             let kick = open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?;
             let link = Self::attach_ends(
