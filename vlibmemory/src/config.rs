@@ -278,14 +278,16 @@ mod tests {
             ChannelConfig::from_vpp_items(&[u64::from_ne_bytes(b)]),
             Err(ChannelConfigError::BadRing(_))
         ));
-        let mut too_many = ChannelConfig::default();
-        too_many.client_rings = vec![
-            RingSpec {
-                payload: 64,
-                count: 1
-            };
-            MAX_RINGS + 1
-        ];
+        let too_many = ChannelConfig {
+            client_rings: vec![
+                RingSpec {
+                    payload: 64,
+                    count: 1
+                };
+                MAX_RINGS + 1
+            ],
+            ..ChannelConfig::default()
+        };
         assert_eq!(
             too_many.validate(),
             Err(ChannelConfigError::RingCount(MAX_RINGS + 1))
