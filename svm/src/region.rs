@@ -11,9 +11,9 @@
 //!    [`SharedRegion::from_raw_parts`] the caller promises it.
 //! 2. Those bytes may be written by another process at any time. This crate therefore never
 //!    creates a `&`/`&mut` to plain bytes of a region: it only hands out references to types made
-//!    entirely of atomics (the [`AtomicLayout`] types, for which every bit pattern is a valid
+//!    entirely of atomics (the `AtomicLayout` types, for which every bit pattern is a valid
 //!    value and all mutation is interior), and it copies data with atomic word accesses.
-//! 3. Views handed out by [`SharedRegion::view`] and [`SharedRegion::words`] are bounds- and
+//! 3. Views handed out by `SharedRegion::view` and [`SharedRegion::words`] are bounds- and
 //!    alignment-checked against `len` before the pointer is formed.
 //!
 //! `mmap`/`munmap` are called through nix. Every mapping is made with a `NULL` address hint or

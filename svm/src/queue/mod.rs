@@ -32,10 +32,19 @@
 //!   Geometry (capacity, element size, data offset) is fixed when the handle is made and held
 //!   privately; the copy in shared memory is only checked at attach time.
 //! - **Waiting.** A blocked call polls for a while, then parks on a futex in its own
-//!   [`ParkWord`](crate::notify::ParkWord); the peer wakes it only if that word is set, so
+//!   [`ParkWord`]; the peer wakes it only if that word is set, so
 //!   back-to-back traffic makes no system call. See [`crate::notify`] for the protocol, the
 //!   [`WaitPolicy`] and pluggable [`Notifier`]s (eventfd for a peer that sleeps in epoll).
 //! - **Bounded waits.** Every wait on a word a peer controls ends at the caller's deadline.
+//!
+//! # Performance
+//!
+//! A handoff moves two cache lines between the cores (the index and the element's slot), where
+//! a bare shared flag moves one; a consumer that polls touches the next slot right after reading
+//! the index so that the two transfers overlap. Neither side issues a full fence on the fast
+//! path (see [`crate::notify`]), so the ability to park costs nothing while traffic flows. The
+//! batch calls publish one index per batch. `cargo bench -p svm --bench queue` measures all of
+//! this against a raw ping-pong and a raw ring.
 //!
 //! # References
 //!
