@@ -19,6 +19,8 @@
 
 pub mod api;
 pub mod command;
+#[cfg(test)]
+mod fake;
 pub mod repl;
 pub mod runner;
 pub mod session;

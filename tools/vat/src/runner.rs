@@ -915,3 +915,185 @@ pub fn help_message(api: &Api, info: &MsgInfo) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::Fake;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// A writer whose bytes the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Rc<RefCell<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn take(&self) -> String {
+            String::from_utf8(std::mem::take(&mut *self.0.borrow_mut())).unwrap()
+        }
+    }
+
+    fn runner_over(fake: Fake, json: bool) -> (Runner, Shared, Shared) {
+        let (out, err) = (Shared::default(), Shared::default());
+        let session = Session::over(Box::new(fake), Duration::from_millis(50)).unwrap();
+        let printer = Printer::new(Box::new(out.clone()), Box::new(err.clone()), json);
+        (Runner::new(session, printer, false), out, err)
+    }
+
+    fn runner(json: bool) -> (Runner, Shared, Shared) {
+        runner_over(Fake::new(), json)
+    }
+
+    #[test]
+    fn prints_replies_details_and_events() {
+        let (mut r, out, err) = runner(false);
+        assert_eq!(r.run_line("poke value 1 color COLOR_BLUE"), Outcome::Ok);
+        let text = out.take();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "poke_reply { context: 3, retval: 0, value: 2, color: COLOR_BLUE }"
+        );
+        // The event that came with it is printed after the command's output.
+        assert!(
+            lines[1].starts_with("tick_event { client_index: "),
+            "{text}"
+        );
+        assert_eq!(r.run_line("thing_dump count 2"), Outcome::Ok);
+        assert_eq!(
+            out.take(),
+            "thing_details { context: 4, index: 0 }\nthing_details { context: 4, index: 1 }\n"
+        );
+        assert_eq!(r.run_line("thing_get"), Outcome::Ok);
+        assert_eq!(
+            out.take().lines().last(),
+            Some("thing_get_reply { context: 5, retval: 0, cursor: 2 }")
+        );
+        assert_eq!(r.run_line("   # a comment"), Outcome::Ok);
+        assert_eq!(r.run_line(""), Outcome::Ok);
+        assert_eq!(r.run_line("time oneway"), Outcome::Ok);
+        assert!(out.take().starts_with("time: "));
+        assert_eq!(err.take(), "");
+    }
+
+    #[test]
+    fn failures_are_reported_with_location() {
+        let (mut r, out, err) = runner(false);
+        r.set_location(Some("t.vat:3".into()));
+        assert_eq!(r.run_line("fail retval -6"), Outcome::Failed);
+        assert_eq!(out.take(), "fail_reply { context: 3, retval: -6 }\n");
+        assert_eq!(
+            err.take(),
+            "t.vat:3: error: fail failed: fail_reply: retval -6 (NO_SUCH_ENTRY)\n"
+        );
+        assert_eq!(r.run_line("poke color green"), Outcome::Failed);
+        assert_eq!(
+            err.take(),
+            "t.vat:3: error: expected a value of enum color or a number for `color` (enum color) \
+             at column 12, found \"green\"\n  poke color green\n             ^\n  \
+             values: COLOR_RED, COLOR_BLUE\n"
+        );
+        assert_eq!(r.run_line("silent"), Outcome::Failed);
+        assert!(
+            err.take()
+                .contains("timed out after 50.000ms waiting for silent_reply")
+        );
+        assert_eq!(r.run_line("thing_dmp"), Outcome::Failed);
+        assert_eq!(
+            err.take(),
+            "t.vat:3: error: unknown command or message `thing_dmp`; \
+             did you mean `thing_dump` or `thing_get`?\n"
+        );
+        assert_eq!(r.run_line("sock_init_shm size 2m"), Outcome::Failed);
+        assert!(
+            err.take()
+                .contains("sock_init_shm: shared memory is not available")
+        );
+        assert_eq!(
+            r.run_line("memfd_segment_create size lots"),
+            Outcome::Failed
+        );
+        assert!(err.take().contains("expected a memory size"));
+        assert_eq!(r.run_line("repeat 3 fail retval 1"), Outcome::Failed);
+        assert!(
+            err.take()
+                .contains("repeat: 3 of 3 fail failed (first with retval 1)")
+        );
+        assert_eq!(r.run_line("quit now"), Outcome::Failed);
+        assert_eq!(r.run_line("exit"), Outcome::Quit);
+    }
+
+    #[test]
+    fn json_output() {
+        let (mut r, out, _err) = runner(true);
+        assert_eq!(r.run_line("poke value 5"), Outcome::Ok);
+        let text = out.take();
+        let first = vlibapi::json::parse(text.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            first.get("_msgname").and_then(Json::as_str),
+            Some("poke_reply")
+        );
+        assert_eq!(first.get("value").and_then(Json::as_u64), Some(6));
+        assert_eq!(r.run_line("repeat 5 window 2 poke"), Outcome::Ok);
+        let text = out.take();
+        let summary = text.lines().next().unwrap();
+        let j = vlibapi::json::parse(summary).unwrap();
+        assert_eq!(
+            j.get("repeat")
+                .and_then(|r| r.get("requests"))
+                .and_then(Json::as_u64),
+            Some(5)
+        );
+        // The five events of the burst follow, as JSON too.
+        assert_eq!(text.lines().filter(|l| l.contains("tick_event")).count(), 5);
+    }
+
+    #[test]
+    fn help_and_table() {
+        let (mut r, out, _err) = runner(false);
+        assert_eq!(r.run_line("help poke"), Outcome::Ok);
+        let text = out.take();
+        assert!(text.starts_with("poke (module t, id "), "{text}");
+        assert!(text.contains("replies poke_reply"), "{text}");
+        assert!(
+            text.contains("  color  enum color\n      COLOR_RED=1 COLOR_BLUE=2\n"),
+            "{text}"
+        );
+        assert_eq!(r.run_line("help thing_get"), Outcome::Ok);
+        assert!(
+            out.take()
+                .contains("stream: thing_details, then thing_get_reply")
+        );
+        assert_eq!(r.run_line("help"), Outcome::Ok);
+        let text = out.take();
+        assert!(
+            text.contains("t 3.2.1:\n    fail fail_reply oneway poke"),
+            "{text}"
+        );
+        assert_eq!(r.run_line("get_msg_id thing_get"), Outcome::Ok);
+        assert!(out.take().starts_with("thing_get_"));
+        assert_eq!(r.run_line("dump_msg_api_table"), Outcome::Ok);
+        assert!(out.take().contains("    1  memclnt_create_9c5e1c2f\n"));
+    }
+
+    #[test]
+    fn a_lost_server_is_fatal() {
+        let (mut r, _out, err) = runner_over(Fake::new().hang_up_after(3), false);
+        assert_eq!(r.run_line("poke"), Outcome::Ok);
+        assert_eq!(r.run_line("poke"), Outcome::Fatal);
+        assert_eq!(
+            err.take(),
+            "error: the server closed the connection (server gone)\n"
+        );
+    }
+}

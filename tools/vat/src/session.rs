@@ -490,3 +490,147 @@ impl Session {
         Ok(Session { link, api })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{CLIENT, Fake};
+    use vppinfra::unformat::Input;
+
+    fn session() -> Session {
+        Session::over(Box::new(Fake::new()), Duration::from_millis(50)).expect("session")
+    }
+
+    fn parse(s: &Session, line: &str) -> (MsgInfo, Value) {
+        let mut input = Input::new(line);
+        let info = s.api.by_name(input.word().unwrap()).unwrap().clone();
+        let v = command::parse_message_args(s.api.schema(), &info.def, &mut input).unwrap();
+        (info, v)
+    }
+
+    fn names(s: &Session, msgs: &[Vec<u8>]) -> Vec<String> {
+        msgs.iter()
+            .map(|m| s.api.decode(m).unwrap().info.name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn loads_the_api_over_the_connection() {
+        let s = session();
+        assert_eq!(s.link.client_index(), CLIENT);
+        let t = s.api.modules().iter().find(|m| m.name == "t").unwrap();
+        assert_eq!(t.version.to_string(), "3.2.1");
+        assert!(s.api.by_name("thing_get").is_some());
+        assert_eq!(s.api.by_name("memclnt_create").unwrap().id, 1);
+    }
+
+    #[test]
+    fn each_kind_of_answer() {
+        let mut s = session();
+        // A reply; the event sent before it is kept for later.
+        let (info, v) = parse(&s, "poke value 41 color blue");
+        let a = s.link.request(&s.api, &info, &v).unwrap();
+        assert_eq!(names(&s, &a.messages), ["poke_reply"]);
+        let reply = s.api.decode(&a.messages[0]).unwrap();
+        assert_eq!(reply.value.get("value"), Some(&Value::U32(42)));
+        assert_eq!(reply.value.get("color"), Some(&Value::U8(2)));
+        let events = s.link.take_unclaimed();
+        assert_eq!(names(&s, &events), ["tick_event"]);
+
+        // A dump: the details, then the ping reply apart.
+        let (info, v) = parse(&s, "thing_dump count 3");
+        let a = s.link.request(&s.api, &info, &v).unwrap();
+        assert_eq!(names(&s, &a.messages), ["thing_details"; 3]);
+        assert_eq!(names(&s, a.ping_reply.as_slice()), ["control_ping_reply"]);
+
+        // A `_get` stream: details, then the closing reply; no control_ping sent.
+        let (info, v) = parse(&s, "thing_get");
+        let a = s.link.request(&s.api, &info, &v).unwrap();
+        assert_eq!(
+            names(&s, &a.messages),
+            ["thing_details", "thing_details", "thing_get_reply"]
+        );
+        assert_eq!(a.ping_reply, None);
+
+        // No reply awaited.
+        let (info, v) = parse(&s, "oneway");
+        assert_eq!(
+            s.link.request(&s.api, &info, &v).unwrap(),
+            Answer::default()
+        );
+
+        // A promised reply that never comes: a timeout, and the session goes on.
+        let (info, v) = parse(&s, "silent");
+        let e = s.link.request(&s.api, &info, &v).unwrap_err();
+        assert!(!e.is_fatal());
+        assert_eq!(
+            e.to_string(),
+            "timed out after 50.000ms waiting for silent_reply"
+        );
+        let (info, v) = parse(&s, "fail retval -7");
+        let a = s.link.request(&s.api, &info, &v).unwrap();
+        assert_eq!(s.api.decode(&a.messages[0]).unwrap().retval(), Some(-7));
+    }
+
+    #[test]
+    fn bursts_count_answers_and_failures() {
+        let mut s = session();
+        let (info, v) = parse(&s, "fail retval -116");
+        let mut updates = 0;
+        let r = s
+            .link
+            .burst(&s.api, &info, &v, 100, 7, &mut |_| updates += 1)
+            .unwrap();
+        assert_eq!(
+            (r.completed, r.failed, r.first_retval),
+            (100, 100, Some(-116))
+        );
+        let (info, v) = parse(&s, "thing_dump count 2");
+        let r = s.link.burst(&s.api, &info, &v, 10, 3, &mut |_| {}).unwrap();
+        assert_eq!((r.completed, r.failed), (10, 0));
+        // Requests without a reply are followed by a control_ping each.
+        let (info, v) = parse(&s, "oneway");
+        let r = s.link.burst(&s.api, &info, &v, 5, 2, &mut |_| {}).unwrap();
+        assert_eq!(r.completed, 5);
+        // Events that arrive during a burst are kept.
+        let (info, v) = parse(&s, "poke");
+        s.link.burst(&s.api, &info, &v, 4, 4, &mut |_| {}).unwrap();
+        assert_eq!(s.link.take_unclaimed().len(), 4);
+        let (info, v) = parse(&s, "silent");
+        let e = s
+            .link
+            .burst(&s.api, &info, &v, 3, 2, &mut |_| {})
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "timed out after 50.000ms waiting for 2 answer(s) to silent"
+        );
+    }
+
+    #[test]
+    fn contexts_are_fresh_and_never_zero() {
+        let mut s = session();
+        s.link.next_context = u32::MAX;
+        assert_eq!(s.link.fresh_context(), u32::MAX);
+        assert_eq!(s.link.fresh_context(), 1);
+    }
+
+    #[test]
+    fn a_lost_server_is_fatal() {
+        let mut s = Session::over(
+            Box::new(Fake::new().hang_up_after(2)),
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        let (info, v) = parse(&s, "poke");
+        let e = s.link.request(&s.api, &info, &v).unwrap_err();
+        assert!(e.is_fatal());
+        assert_eq!(
+            e.to_string(),
+            "the server closed the connection (server gone)"
+        );
+        assert!(s.link.poll().unwrap_err().is_fatal());
+        let e = s.link.pivot(1 << 20, "sock_init_shm").unwrap_err();
+        assert!(!e.is_fatal());
+    }
+}

@@ -184,7 +184,11 @@ impl SocketTransport {
 
     /// True if the socket has bytes (or an end of file) waiting.
     fn readable(&self) -> Result<bool, TransportError> {
-        let mut fds = [PollFd::new(self.client.fd(), PollFlags::POLLIN)];
+        // Attached by name there is no socket; the client's own zero-timeout receive looks.
+        let Some(fd) = self.client.fd() else {
+            return Ok(true);
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
         match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
             Ok(n) => Ok(n > 0),
             Err(nix::errno::Errno::EINTR) => Ok(false),
