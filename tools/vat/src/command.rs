@@ -212,7 +212,7 @@ fn parse_member(
             format!("a field not given before (`{word}` is)"),
         ));
     }
-    let v = parse_field_value(types, f, input, depth)?;
+    let v = parse_field_value(types, f, fields, input, depth)?;
     given.push((f.name.clone(), v));
     Ok(())
 }
@@ -243,9 +243,12 @@ fn for_field(mut e: CommandParseError, f: &Field, types: &dyn TypeLookup) -> Com
     e
 }
 
+/// Parses the value of field `f`. `siblings` are the fields around it: a bool followed by one
+/// of their names is a bare flag, so `is_add enable` sets both (`enable` is also a boolean word).
 fn parse_field_value(
     types: &dyn TypeLookup,
     f: &Field,
+    siblings: &[Field],
     input: &mut Input<'_>,
     depth: usize,
 ) -> Result<Value, CommandParseError> {
@@ -253,8 +256,18 @@ fn parse_field_value(
         (TypeRef::String, _) => input.string().map(Value::String).map_err(Into::into),
         (ty, ArrayKind::None) => {
             if is_bool(types, ty) {
+                let start = input.checkpoint();
+                let next_is_field = input
+                    .word()
+                    .is_some_and(|w| siblings.iter().any(|s| s.name == w));
+                input.rewind(start);
                 // A bare flag means true; a boolean word after it is its value.
-                Ok(Value::Bool(input.attempt(|i| i.bool()).unwrap_or(true)))
+                let value = if next_is_field {
+                    true
+                } else {
+                    input.attempt(|i| i.bool()).unwrap_or(true)
+                };
+                Ok(Value::Bool(value))
             } else {
                 parse_type(types, ty, input, depth)
             }
@@ -572,7 +585,7 @@ fn default_value(types: &dyn TypeLookup, f: &Field, d: &Json) -> Option<Value> {
         Json::Number(Number::Float(x)) => Some(Value::F64(*x)),
         Json::String(s) => {
             let mut input = Input::new(s);
-            let v = parse_field_value(types, f, &mut input, 0).ok()?;
+            let v = parse_field_value(types, f, &[], &mut input, 0).ok()?;
             input.end().ok()?;
             Some(v)
         }
@@ -728,6 +741,13 @@ mod tests {
             field(&v, "name"),
             Some(&Value::String("two \"words\"".into()))
         );
+        assert_eq!(field(&v, "is_add"), Some(&Value::Bool(false)));
+        // `enable` is both a field and a boolean word: after a flag it is the field.
+        let v = parse(&api, "sw_thing_add_del is_add enable").unwrap();
+        assert_eq!(field(&v, "is_add"), Some(&Value::Bool(true)));
+        assert_eq!(field(&v, "enable"), Some(&Value::Bool(true)));
+        let v = parse(&api, "sw_thing_add_del enable disable is_add off").unwrap();
+        assert_eq!(field(&v, "enable"), Some(&Value::Bool(false)));
         assert_eq!(field(&v, "is_add"), Some(&Value::Bool(false)));
         // Nothing given: defaults only.
         let v = parse(&api, "sw_thing_add_del").unwrap();

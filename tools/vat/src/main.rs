@@ -228,3 +228,30 @@ fn finish(outcome: Outcome, mut runner: Runner) -> u8 {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(args: &[&str]) -> String {
+        join_args(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn one_shot_arguments_keep_their_words() {
+        assert_eq!(join(&["control_ping"]), "control_ping");
+        assert_eq!(
+            join(&["sw_thing_add_del", "name", "two words", "count", "4"]),
+            "sw_thing_add_del name \"two words\" count 4"
+        );
+        assert_eq!(
+            join(&["x", "name", "a\"b", "s", ""]),
+            r#"x name "a\"b" s """#
+        );
+        // The CLI text of exec passes through unquoted.
+        assert_eq!(
+            join(&["exec", "show", "api clients"]),
+            "exec show api clients"
+        );
+    }
+}

@@ -430,7 +430,11 @@ impl Runner {
     fn lookup<'a>(api: &'a Api, input: &mut Input<'_>) -> Result<&'a MsgInfo> {
         let start = input.checkpoint();
         let name = input.word().unwrap_or_default();
-        if let Some(info) = api.by_name(name) {
+        // A name, or a name_crc as the table has it.
+        let info = api
+            .by_name(name)
+            .or_else(|| api.id_of(name).and_then(|id| api.by_id(id)));
+        if let Some(info) = info {
             return Ok(info);
         }
         input.rewind(start);
@@ -1080,6 +1084,10 @@ mod tests {
             text.contains("t 3.2.1:\n    fail fail_reply oneway poke"),
             "{text}"
         );
+        // A message by its name_crc.
+        let name_crc = r.session.api.by_name("thing_get").unwrap().name_crc.clone();
+        assert_eq!(r.run_line(&name_crc), Outcome::Ok);
+        assert!(out.take().contains("thing_get_reply"));
         assert_eq!(r.run_line("get_msg_id thing_get"), Outcome::Ok);
         assert!(out.take().starts_with("thing_get_"));
         assert_eq!(r.run_line("dump_msg_api_table"), Outcome::Ok);
