@@ -342,10 +342,14 @@ impl Api {
 }
 
 /// What answers `name`: its service if it has one, else VPP's naming conventions (`_dump` gets
-/// `_details`, anything else `_reply` if such a message exists).
+/// `_details`, anything else `_reply` if such a message exists). A closing reply the schema
+/// does not describe cannot be recognised, so nothing is awaited for it.
 fn reply_kind(name: &str, service: Option<&Service>, known: impl Fn(&str) -> bool) -> ReplyKind {
     if let Some(s) = service {
         if s.reply == "null" || s.reply.is_empty() {
+            return ReplyKind::None;
+        }
+        if !s.stream && !known(&s.reply) {
             return ReplyKind::None;
         }
         if let Some(details) = &s.stream_msg {
@@ -497,6 +501,17 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(reply_kind("c", None, known), ReplyKind::None);
+        let unknown_reply = Service {
+            request: "u".into(),
+            reply: "u_reply".into(),
+            stream: false,
+            stream_msg: None,
+            events: vec![],
+        };
+        assert_eq!(
+            reply_kind("u", Some(&unknown_reply), known),
+            ReplyKind::None
+        );
         let s = Service {
             request: "g".into(),
             reply: "g_reply".into(),

@@ -15,6 +15,23 @@
 //! - [`repl`]: interactive line editing, history and completion.
 //! - [`stats`]: latency statistics and the progress line.
 //! - [`suggest`]: nearest names for typos.
+//!
+//! # Usage
+//!
+//! ```text
+//! vat                                   # interactive: TAB completes messages and fields
+//! vat control_ping                      # one command, then exit
+//! vat exec show version                 # a CLI command through cli_inband
+//! vat sw_thing_add_del name foo count 4 enable
+//! vat --json sw_thing_dump              # one JSON object per line
+//! vat --exec setup.vat                  # a script; `#` starts a comment
+//! printf 'ping count 100\nrepeat 100000 control_ping\n' | vat
+//! vat --socket /tmp/vpp/api.sock help sw_thing_add_del
+//! ```
+//!
+//! Exit status: 0 when every command succeeded; 1 when one failed (a non-zero retval, an
+//! unknown message, a parse error, a timeout); 2 when the server is missing or went away (and
+//! for the shared-memory options, which this build does not have yet).
 #![forbid(unsafe_code)]
 
 pub mod api;

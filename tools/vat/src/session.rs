@@ -11,13 +11,13 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use vlibapi::msgs::memclnt;
+use vlibapi::value::Value;
 use vlibapi::wire::{self, Message};
 use vlibapi::{DecodeError, EncodeError};
 
 use crate::api::{Api, ApiLoadError, ModuleSummary, MsgInfo, ReplyKind};
 use crate::command;
 use crate::transport::{self, Target, Transport, TransportError};
-use vlibapi::value::Value;
 
 /// Why a session operation failed.
 #[derive(Debug)]
@@ -136,11 +136,6 @@ impl Link {
         self.timeout
     }
 
-    /// Changes the reply timeout.
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
-    }
-
     /// Where the connection goes.
     pub fn describe(&self) -> String {
         self.conn.describe()
@@ -179,6 +174,22 @@ impl Link {
         Ok(self.conn.recv(timeout)?)
     }
 
+    /// The next message to arrive before `deadline`, if any.
+    fn recv_by(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, SessionError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        Ok(self.conn.recv(left)?)
+    }
+
+    fn timed_out(&self, waiting_for: String) -> SessionError {
+        SessionError::Timeout {
+            waiting_for,
+            after: self.timeout,
+        }
+    }
+
     /// The next message with `context`, filing others as unclaimed; a timeout error if none
     /// arrives within the timeout.
     fn next_for(
@@ -189,17 +200,8 @@ impl Link {
     ) -> Result<Vec<u8>, SessionError> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let got = if left.is_zero() {
-                None
-            } else {
-                self.conn.recv(left)?
-            };
-            let Some(m) = got else {
-                return Err(SessionError::Timeout {
-                    waiting_for: waiting_for.to_owned(),
-                    after: self.timeout,
-                });
+            let Some(m) = self.recv_by(deadline)? else {
+                return Err(self.timed_out(waiting_for.to_owned()));
             };
             if api.context_of(&m) == Some(context) {
                 return Ok(m);
@@ -315,10 +317,11 @@ impl Link {
                     if timeout.is_zero() {
                         break;
                     }
-                    return Err(SessionError::Timeout {
-                        waiting_for: format!("{} answer(s) to {}", in_flight.len(), info.name()),
-                        after: self.timeout,
-                    });
+                    return Err(self.timed_out(format!(
+                        "{} answer(s) to {}",
+                        in_flight.len(),
+                        info.name()
+                    )));
                 };
                 timeout = Duration::ZERO;
                 let Some(ctx) = api.context_of(&m).filter(|c| in_flight.contains(c)) else {
@@ -401,17 +404,8 @@ impl Link {
         self.conn.flush()?;
         let deadline = Instant::now() + self.timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let got = if left.is_zero() {
-                None
-            } else {
-                self.conn.recv(left)?
-            };
-            let Some(m) = got else {
-                return Err(SessionError::Timeout {
-                    waiting_for: Rep::NAME.to_owned(),
-                    after: self.timeout,
-                });
+            let Some(m) = self.recv_by(deadline)? else {
+                return Err(self.timed_out(Rep::NAME.to_owned()));
             };
             if wire::msg_id(&m) != Some(rep_id) {
                 self.unclaimed.push_back(m);
