@@ -33,7 +33,8 @@ went away. Interactive sessions exit 0 unless the server went away.";
 #[derive(Debug, Parser)]
 #[command(name = "vat", version, about, after_help = AFTER_HELP)]
 struct Args {
-    /// The server's socket (default: $XDG_RUNTIME_DIR/vpp/api.sock, /run/vpp/api.sock for root).
+    /// The server's socket (default, as the server's: $XDG_RUNTIME_DIR/vpp/api.sock, else
+    /// /run/vpp/api.sock for root and /tmp/vpp-UID/api.sock for others).
     #[arg(long, short = 's', value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Attach to the server's shared memory by name instead (not available in this build yet).
@@ -47,7 +48,8 @@ struct Args {
     /// Run the commands in this file, then exit.
     #[arg(long = "exec", short = 'f', value_name = "FILE")]
     exec_file: Option<PathBuf>,
-    /// Print replies, details and events as JSON, one object per line.
+    /// Print replies, details, events and built-in results as JSON, one object per line
+    /// (errors stay text, on stderr).
     #[arg(long)]
     json: bool,
     /// Seconds to wait for each reply.
