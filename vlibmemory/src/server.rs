@@ -246,7 +246,12 @@ struct ServerChannel {
     consumed_at_scan: u64,
     created: Instant,
     bad_messages: u64,
+    /// Deleted, waiting for the client to take its last replies before the slot is recycled.
+    closing: Option<Instant>,
 }
+
+/// How long a deleted channel waits for its client to take the last replies.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the server shows about one channel.
 #[derive(Debug, Clone)]
@@ -487,6 +492,7 @@ impl ShmServer {
             consumed_at_scan: 0,
             created: now,
             bad_messages: 0,
+            closing: None,
         })
     }
 
@@ -653,6 +659,9 @@ impl ShmServer {
         let Some(Some(ch)) = self.channels.get_mut(id) else {
             return Ok(false);
         };
+        if ch.closing.is_some() {
+            return Ok(false);
+        }
         let r = ch.rx.try_recv(buf);
         match &r {
             Ok(true) => {
@@ -845,6 +854,39 @@ impl ShmServer {
         Some((origin, registration))
     }
 
+    /// Unregisters channel `id` now and removes it once the client has taken the replies still
+    /// queued for it (the answer to its `memclnt_delete`, typically), or after a short timeout.
+    pub fn remove_after_drain(&mut self, id: ChannelId) -> Option<(Origin, Option<Registration>)> {
+        let ch = self.channels.get_mut(id)?.as_mut()?;
+        if !matches!(ch.origin, Origin::Named { .. }) {
+            // A private segment stays mapped in the client after the server lets go of it.
+            return self.remove(id);
+        }
+        ch.closing = Some(Instant::now());
+        Some((ch.origin, ch.registration.take()))
+    }
+
+    /// True when some channel waits in [`ShmServer::remove_after_drain`].
+    pub fn has_closing(&self) -> bool {
+        self.channels.iter().flatten().any(|c| c.closing.is_some())
+    }
+
+    /// Removes the closing channels that have drained or waited long enough; returns them.
+    pub fn reap_drained(&mut self) -> Vec<ChannelId> {
+        let mut done = Vec::new();
+        for (id, slot) in self.channels.iter_mut().enumerate() {
+            let Some(ch) = slot.as_mut() else { continue };
+            let Some(since) = ch.closing else { continue };
+            if ch.tx.queued().is_ok_and(|q| q == 0) || since.elapsed() > DRAIN_TIMEOUT {
+                done.push(id);
+            }
+        }
+        for &id in &done {
+            self.remove(id);
+        }
+        done
+    }
+
     /// The keepalive scan (call it every few seconds): decides, for each registered client
     /// that wants pings, whether it has been heard from, needs a ping, is lazy or is dead. A
     /// client whose reply queue drained since the last scan counts as heard.
@@ -855,6 +897,9 @@ impl ShmServer {
         let mut out = Vec::new();
         for (id, slot) in self.channels.iter_mut().enumerate() {
             let Some(ch) = slot.as_mut() else { continue };
+            if ch.closing.is_some() {
+                continue;
+            }
             let Some(reg) = ch.registration.as_ref() else {
                 // A claimed slot that never registers is dead once its pid is.
                 if now.duration_since(ch.created) > interval && !pid_alive(ch.pid) {

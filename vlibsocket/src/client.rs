@@ -27,8 +27,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use vlibapi::msgs::memclnt;
+use svm::notify::WaitPolicy;
+use vlibapi::msgs::{memclnt, memfd};
 use vlibapi::wire::{self, Message};
+use vlibmemory::client::{ShmConnectError, ShmLink};
+use vlibmemory::config::ChannelConfig;
 use vppinfra::socket::{self, SocketConnectError};
 
 use crate::frame::{self, FrameError, FrameReader, ReadOutcome};
@@ -75,6 +78,13 @@ pub enum ClientError {
     Handshake(String),
     /// A system call failed.
     Os(Errno),
+    /// The shared-memory channel could not be set up.
+    Shm(ShmConnectError),
+    /// The shared-memory channel failed (the server scribbled on it, or it is full for longer
+    /// than the timeout).
+    ShmIo(String),
+    /// The operation needs the socket, and this client attached by name.
+    NoSocket,
 }
 
 impl fmt::Display for ClientError {
@@ -92,6 +102,9 @@ impl fmt::Display for ClientError {
             Self::Framing(e) => write!(f, "bad frame from server: {e}"),
             Self::Handshake(m) => write!(f, "connection handshake failed: {m}"),
             Self::Os(e) => write!(f, "socket error: {e}"),
+            Self::Shm(e) => write!(f, "shared memory: {e}"),
+            Self::ShmIo(e) => write!(f, "shared-memory channel: {e}"),
+            Self::NoSocket => f.write_str("this client has no socket (it attached by name)"),
         }
     }
 }
@@ -104,6 +117,7 @@ impl std::error::Error for ClientError {
             Self::Encode(e) => Some(e),
             Self::Framing(e) => Some(e),
             Self::Os(e) => Some(e),
+            Self::Shm(e) => Some(e),
             _ => None,
         }
     }
@@ -127,6 +141,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Longest message accepted from the server.
     pub max_message_len: u32,
+    /// How a receive waits on shared memory: poll, or spin then sleep.
+    pub shm_wait: WaitPolicy,
 }
 
 impl ClientOptions {
@@ -136,6 +152,7 @@ impl ClientOptions {
             name: name.to_owned(),
             timeout: Duration::from_secs(5),
             max_message_len: 64 << 20,
+            shm_wait: WaitPolicy::default(),
         }
     }
 }
@@ -151,10 +168,34 @@ pub struct Event {
     pub bytes: Vec<u8>,
 }
 
-/// A synchronous socket connection to the API server.
+/// How messages travel.
+#[derive(Debug)]
+enum Link {
+    /// Frames on the socket.
+    Socket,
+    /// A shared-memory channel (the socket, if any, stays open as the liveness channel).
+    Shm(Box<ShmLink>),
+}
+
+/// Which transport a client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// The socket.
+    Socket,
+    /// Shared memory, reached through the socket (pivot).
+    SocketShm,
+    /// Shared memory, attached by name.
+    NamedShm,
+}
+
+/// A synchronous connection to the API server, over the socket or (after
+/// [`SocketClient::pivot`], or from [`SocketClient::attach_by_name`]) over shared memory.
 #[derive(Debug)]
 pub struct SocketClient {
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
+    link: Link,
+    name: String,
+    shm_wait: WaitPolicy,
     reader: FrameReader,
     out: Vec<u8>,
     scratch: Vec<u8>,
@@ -174,6 +215,10 @@ pub struct SocketClient {
     keepalive_reply_id: Option<u16>,
     pings_answered: u64,
     path: PathBuf,
+    /// A shared-memory send failure from `send_raw`, reported by the next flush.
+    pending_error: Option<String>,
+    /// The socket registration's index, once the client moved to shared memory.
+    socket_index: Option<u32>,
 }
 
 impl SocketClient {
@@ -191,7 +236,10 @@ impl SocketClient {
             error,
         })?;
         let mut c = Self {
-            fd,
+            fd: Some(fd),
+            link: Link::Socket,
+            name: opts.name.clone(),
+            shm_wait: opts.shm_wait,
             reader: FrameReader::new(opts.max_message_len),
             out: Vec::with_capacity(4096),
             scratch: Vec::with_capacity(256),
@@ -209,6 +257,8 @@ impl SocketClient {
             keepalive_reply_id: None,
             pings_answered: 0,
             path,
+            pending_error: None,
+            socket_index: None,
         };
         c.set_timeout(opts.timeout)?;
         let create = memclnt::SockclntCreate {
@@ -239,19 +289,176 @@ impl SocketClient {
             )));
         }
         c.index = reply.index;
-        for e in reply.message_table {
-            let id = e.index;
-            if usize::from(id) >= c.names.len() {
-                c.names.resize(usize::from(id) + 1, None);
-            }
-            c.names[usize::from(id)] = Some(e.name.clone());
-            c.ids.insert(e.name, id);
-        }
-        c.ping_id = c.msg_id(memclnt::ControlPing::NAME_CRC);
-        c.ping_reply_id = c.msg_id(memclnt::ControlPingReply::NAME_CRC);
-        c.keepalive_id = c.msg_id(memclnt::MemclntKeepalive::NAME_CRC);
-        c.keepalive_reply_id = c.msg_id(memclnt::MemclntKeepaliveReply::NAME_CRC);
+        c.load_table(reply.message_table);
         Ok(c)
+    }
+
+    fn load_table(&mut self, entries: Vec<memclnt::MessageTableEntry>) {
+        for e in entries {
+            let id = e.index;
+            if usize::from(id) >= self.names.len() {
+                self.names.resize(usize::from(id) + 1, None);
+            }
+            self.names[usize::from(id)] = Some(e.name.clone());
+            self.ids.insert(e.name, id);
+        }
+        self.ping_id = self.msg_id(memclnt::ControlPing::NAME_CRC);
+        self.ping_reply_id = self.msg_id(memclnt::ControlPingReply::NAME_CRC);
+        self.keepalive_id = self.msg_id(memclnt::MemclntKeepalive::NAME_CRC);
+        self.keepalive_reply_id = self.msg_id(memclnt::MemclntKeepaliveReply::NAME_CRC);
+    }
+
+    /// Attaches to the server's named shared-memory segment (`prefix` as the server was given)
+    /// and registers with `memclnt_create_v2`; no socket is involved.
+    pub fn attach_by_name(prefix: Option<&str>, opts: &ClientOptions) -> Result<Self, ClientError> {
+        let link = ShmLink::attach_named(prefix, opts.shm_wait).map_err(ClientError::Shm)?;
+        let table = link
+            .published_table()
+            .map(|t| memclnt::SockclntCreateReply::decode(t).map_err(ClientError::Decode))
+            .transpose()?
+            .map(|r| r.message_table)
+            .unwrap_or_default();
+        let mut c = Self {
+            fd: None,
+            link: Link::Shm(Box::new(link)),
+            name: opts.name.clone(),
+            shm_wait: opts.shm_wait,
+            reader: FrameReader::new(opts.max_message_len),
+            out: Vec::with_capacity(4096),
+            scratch: Vec::with_capacity(256),
+            ids: HashMap::new(),
+            names: Vec::new(),
+            index: 0,
+            next_context: 1,
+            timeout: opts.timeout,
+            parked: HashMap::new(),
+            in_flight: HashMap::new(),
+            events: VecDeque::new(),
+            ping_id: None,
+            ping_reply_id: None,
+            keepalive_id: None,
+            keepalive_reply_id: None,
+            pings_answered: 0,
+            path: PathBuf::from(format!(
+                "/dev/shm/{}",
+                prefix.map_or("vpe-api".to_owned(), |p| format!("{p}-vpe-api"))
+            )),
+            pending_error: None,
+            socket_index: None,
+        };
+        c.load_table(table);
+        c.register_shm()?;
+        Ok(c)
+    }
+
+    /// Registers over the shared-memory link with `memclnt_create_v2` (keepalive pings on; the
+    /// receive path answers them).
+    fn register_shm(&mut self) -> Result<(), ClientError> {
+        let create = memclnt::MemclntCreateV2 {
+            name: self.name.clone(),
+            keepalive: true,
+            ..Default::default()
+        };
+        let reply: memclnt::MemclntCreateV2Reply = self.request_unchecked(&create)?;
+        if reply.response != 0 {
+            return Err(ClientError::Handshake(format!(
+                "server refused the shared-memory registration (response {})",
+                reply.response
+            )));
+        }
+        self.index = reply.index;
+        Ok(())
+    }
+
+    /// Moves this connection to a private shared-memory segment: asks with `sock_init_shm`
+    /// (VPP @master; `ring_config` as VPP's ring configuration items, `None` for the server's
+    /// default), receives the segment's memfd and doorbell over the socket, attaches, and
+    /// registers over shared memory. The socket stays open as the liveness channel.
+    #[doc(alias = "vl_socket_client_init_shm")]
+    pub fn pivot(
+        &mut self,
+        segment_size: u32,
+        ring_config: Option<&ChannelConfig>,
+    ) -> Result<(), ClientError> {
+        let configs = ring_config
+            .map(ChannelConfig::to_vpp_items)
+            .unwrap_or_default();
+        let req = memclnt::SockInitShm {
+            requested_size: segment_size,
+            nitems: configs.len() as u8,
+            configs,
+            ..Default::default()
+        };
+        let reply: memclnt::SockInitShmReply = self.request(&req)?;
+        let _ = reply;
+        self.finish_pivot()
+    }
+
+    /// The same pivot through the originating change's `memfd_segment_create`.
+    pub fn pivot_memfd_segment_create(&mut self, segment_size: u64) -> Result<(), ClientError> {
+        let req = memfd::MemfdSegmentCreate {
+            requested_size: segment_size,
+            ..Default::default()
+        };
+        let _: memfd::MemfdSegmentCreateReply = self.request(&req)?;
+        self.finish_pivot()
+    }
+
+    fn finish_pivot(&mut self) -> Result<(), ClientError> {
+        if !matches!(self.link, Link::Socket) {
+            return Err(ClientError::Handshake("already on shared memory".into()));
+        }
+        let fd = self.fd.as_ref().ok_or(ClientError::NoSocket)?;
+        // The server sends the fds only once our read of the reply has emptied its send queue;
+        // nothing may be read from the socket before this receive, or the fds would be lost.
+        let deadline = Instant::now() + self.timeout;
+        let mut buf = [0u8; 5];
+        let fds = loop {
+            match socket::recv_with_fds(fd, &mut buf, 2) {
+                Ok((0, _)) => return Err(ClientError::ServerGone),
+                Ok((_, fds)) => break fds,
+                Err(socket::FdRecvError::WouldBlock) if Instant::now() < deadline => {}
+                Err(socket::FdRecvError::WouldBlock) => {
+                    return Err(ClientError::Timeout {
+                        waiting_for: "the shared-memory segment's fds".into(),
+                    });
+                }
+                Err(e) => return Err(ClientError::Handshake(format!("fd message: {e}"))),
+            }
+        };
+        let mut fds = fds.into_iter();
+        let (Some(memfd), Some(doorbell)) = (fds.next(), fds.next()) else {
+            return Err(ClientError::Handshake(
+                "expected a memfd and a doorbell".into(),
+            ));
+        };
+        let link = ShmLink::from_pivot(memfd, doorbell, self.shm_wait).map_err(ClientError::Shm)?;
+        let socket_index = self.index;
+        self.link = Link::Shm(Box::new(link));
+        if let Err(e) = self.register_shm() {
+            self.link = Link::Socket;
+            self.index = socket_index;
+            return Err(e);
+        }
+        self.socket_index = Some(socket_index);
+        Ok(())
+    }
+
+    /// The transport in use.
+    pub fn transport(&self) -> TransportKind {
+        match (&self.link, &self.fd) {
+            (Link::Socket, _) => TransportKind::Socket,
+            (Link::Shm(_), Some(_)) => TransportKind::SocketShm,
+            (Link::Shm(_), None) => TransportKind::NamedShm,
+        }
+    }
+
+    /// Statistics of the client-to-server rings, when on shared memory.
+    pub fn shm_stats(&self) -> Option<vlibmemory::channel::SenderStats> {
+        match &self.link {
+            Link::Shm(l) => Some(l.stats()),
+            Link::Socket => None,
+        }
     }
 
     /// Changes how long a reply is awaited.
@@ -259,7 +466,9 @@ impl SocketClient {
         self.timeout = timeout;
         // Reads wake at least this often to check their deadline.
         let tv = nix::sys::time::TimeVal::new(0, 50_000);
-        nix::sys::socket::setsockopt(&self.fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+        if let Some(fd) = &self.fd {
+            nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+        }
         Ok(())
     }
 
@@ -273,9 +482,9 @@ impl SocketClient {
         &self.path
     }
 
-    /// The socket's fd (for the pivot to shared memory, which receives an fd over it).
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The socket's fd, if this client has a socket.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.fd.as_ref().map(AsFd::as_fd)
     }
 
     /// Number of keepalive pings answered on the caller's behalf.
@@ -343,21 +552,51 @@ impl SocketClient {
         let len = (self.out.len() - body) as u32;
         self.out[start..body].copy_from_slice(&frame::header(len));
         self.in_flight.insert(context, ());
+        if let Link::Shm(link) = &mut self.link {
+            // Shared memory needs no batching: hand the message over now.
+            let r = link.send(&self.out[body..], self.timeout);
+            self.out.truncate(start);
+            r.map_err(|e| ClientError::ShmIo(e.to_string()))?;
+        }
         Ok(())
     }
 
-    /// Queues raw message bytes as they are.
+    /// Queues raw message bytes as they are (sent at once on shared memory; failures there
+    /// surface at the next [`SocketClient::flush`]).
     pub fn send_raw(&mut self, msg: &[u8]) {
-        self.out.extend_from_slice(&frame::header(msg.len() as u32));
-        self.out.extend_from_slice(msg);
+        match &mut self.link {
+            Link::Socket => {
+                self.out.extend_from_slice(&frame::header(msg.len() as u32));
+                self.out.extend_from_slice(msg);
+            }
+            Link::Shm(link) => {
+                if let Err(e) = link.send(msg, self.timeout) {
+                    self.pending_error = Some(e.to_string());
+                }
+            }
+        }
     }
 
     /// Writes everything queued.
     pub fn flush(&mut self) -> Result<(), ClientError> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(ClientError::ShmIo(e));
+        }
+        let Some(fd) = self
+            .fd
+            .as_ref()
+            .filter(|_| matches!(self.link, Link::Socket))
+        else {
+            self.out.clear();
+            return Ok(());
+        };
+        let fd = fd
+            .try_clone()
+            .map_err(|e| ClientError::Os(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
         let mut written = 0;
         while written < self.out.len() {
             match nix::sys::socket::send(
-                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
                 &self.out[written..],
                 nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
             ) {
@@ -367,7 +606,7 @@ impl SocketClient {
                     // The server is not reading; give it the reply timeout to catch up.
                     nix::poll::poll(
                         &mut [nix::poll::PollFd::new(
-                            self.fd.as_fd(),
+                            fd.as_fd(),
                             nix::poll::PollFlags::POLLOUT,
                         )],
                         nix::poll::PollTimeout::from(100u16),
@@ -380,28 +619,103 @@ impl SocketClient {
         Ok(())
     }
 
-    /// Reads until one whole frame is here, answering keepalives on the way.
+    /// Reads until one whole message is here, answering keepalives on the way. A deadline
+    /// already past still looks once, without blocking.
     fn read_frame(&mut self, deadline: Instant, what: &str) -> Result<Vec<u8>, ClientError> {
         loop {
-            if let Some(f) = self.reader.next_frame().map_err(ClientError::Framing)? {
-                let f = f.to_vec();
-                if self.keepalive_id.is_some() && wire::msg_id(&f) == self.keepalive_id {
-                    self.answer_keepalive(&f)?;
-                    continue;
+            let msg = match &mut self.link {
+                Link::Socket => self.read_socket(deadline)?,
+                Link::Shm(link) => {
+                    let mut buf = Vec::new();
+                    let now = Instant::now();
+                    let got = if now >= deadline {
+                        link.try_recv(&mut buf)
+                    } else {
+                        // Wake now and then to notice a server that went away.
+                        match link.recv(&mut buf, (deadline - now).min(Duration::from_millis(100)))
+                        {
+                            Ok(()) => Ok(true),
+                            Err(vlibmemory::channel::RecvError::Timeout) => Ok(false),
+                            Err(e) => Err(e),
+                        }
+                    };
+                    match got {
+                        Ok(true) => Some(buf),
+                        Ok(false) => {
+                            self.check_socket_alive()?;
+                            None
+                        }
+                        Err(e) => return Err(ClientError::ShmIo(e.to_string())),
+                    }
                 }
-                return Ok(f);
-            }
-            if Instant::now() >= deadline {
-                return Err(ClientError::Timeout {
-                    waiting_for: what.to_owned(),
-                });
-            }
-            match self.reader.read_from(&self.fd) {
-                Ok(ReadOutcome::Data(_)) | Ok(ReadOutcome::WouldBlock) => {}
-                Ok(ReadOutcome::Eof) => return Err(ClientError::ServerGone),
-                Err(e) => return Err(e.into()),
+            };
+            match msg {
+                Some(f) if self.keepalive_id.is_some() && wire::msg_id(&f) == self.keepalive_id => {
+                    self.answer_keepalive(&f)?;
+                }
+                Some(f) => return Ok(f),
+                None if Instant::now() >= deadline => {
+                    return Err(ClientError::Timeout {
+                        waiting_for: what.to_owned(),
+                    });
+                }
+                None => {}
             }
         }
+    }
+
+    /// One step of reading the socket: a whole frame if one is (or becomes) available.
+    fn read_socket(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, ClientError> {
+        if let Some(f) = self.reader.next_frame().map_err(ClientError::Framing)? {
+            return Ok(Some(f.to_vec()));
+        }
+        let fd = self.fd.as_ref().ok_or(ClientError::NoSocket)?;
+        if Instant::now() >= deadline {
+            let mut p = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO)? == 0 {
+                return Ok(None);
+            }
+        }
+        match self.reader.read_from(fd) {
+            Ok(ReadOutcome::Data(_)) | Ok(ReadOutcome::WouldBlock) => {}
+            Ok(ReadOutcome::Eof) => return Err(ClientError::ServerGone),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self
+            .reader
+            .next_frame()
+            .map_err(ClientError::Framing)?
+            .map(<[u8]>::to_vec))
+    }
+
+    /// On shared memory with a socket: the server closing the socket means it is gone.
+    fn check_socket_alive(&self) -> Result<(), ClientError> {
+        let Some(fd) = &self.fd else { return Ok(()) };
+        let mut p = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO)? > 0 {
+            let hup = p[0].revents().is_some_and(|r| {
+                r.intersects(nix::poll::PollFlags::POLLHUP | nix::poll::PollFlags::POLLERR)
+            });
+            let mut b = [0u8; 1];
+            let eof = matches!(
+                nix::sys::socket::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    &mut b,
+                    nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT
+                ),
+                Ok(0)
+            );
+            if hup || eof {
+                return Err(ClientError::ServerGone);
+            }
+        }
+        Ok(())
     }
 
     fn answer_keepalive(&mut self, ping: &[u8]) -> Result<(), ClientError> {
@@ -562,11 +876,41 @@ impl SocketClient {
         self.read_frame(deadline, "a message")
     }
 
-    /// Says goodbye with `sockclnt_delete` and closes the connection.
-    #[doc(alias = "vl_socket_client_disconnect")]
+    /// Says goodbye (`memclnt_delete` on shared memory, then `sockclnt_delete` on the socket)
+    /// and closes the connection.
     pub fn disconnect(mut self) -> Result<(), ClientError> {
+        if matches!(self.link, Link::Shm(_)) {
+            let req = memclnt::MemclntDelete {
+                index: self.index,
+                ..Default::default()
+            };
+            let ctx = self.fresh_context();
+            // memclnt_delete carries no context: the reply is matched by its ID alone.
+            let id = self.id_of::<memclnt::MemclntDelete>()?;
+            self.scratch.clear();
+            req.encode(id, &mut self.scratch)
+                .map_err(ClientError::Encode)?;
+            let msg = std::mem::take(&mut self.scratch);
+            self.send_raw(&msg);
+            self.flush()?;
+            let reply_id = self.id_of::<memclnt::MemclntDeleteReply>()?;
+            let deadline = Instant::now() + self.timeout;
+            let _ = ctx;
+            loop {
+                match self.read_frame(deadline, "memclnt_delete_reply") {
+                    Ok(m) if wire::msg_id(&m) == Some(reply_id) => break,
+                    Ok(_) => {}
+                    Err(ClientError::ServerGone) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+            self.link = Link::Socket;
+        }
+        if self.fd.is_none() {
+            return Ok(());
+        }
         let req = memclnt::SockclntDelete {
-            index: self.index,
+            index: self.socket_index.unwrap_or(self.index),
             ..Default::default()
         };
         let ctx = self.send(&req)?;

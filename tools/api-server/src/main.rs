@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vlib_server::log::Level;
-use vlib_server::server::{Server, ServerConfig};
+use vlib_server::server::{Server, ServerConfig, ShmWait};
+use vlibmemory::server::{NamedConfig, ShmConfig};
 use vlibsocket::server::{SocketConfig, default_socket_path};
 
 /// Serves the binary API over a Unix socket.
@@ -36,6 +37,29 @@ struct Args {
     /// Seconds a client's queued replies may stay unread before it is disconnected.
     #[arg(long, default_value_t = 5.0)]
     stall_timeout: f64,
+    /// How the server waits for shared-memory clients: park, poll, or spin:<microseconds>.
+    #[arg(long, default_value = "spin:50")]
+    shm_wait: ShmWait,
+    /// Publish the named shared-memory segment (`/dev/shm/vpe-api`) for clients that attach by
+    /// name.
+    #[arg(long)]
+    shm_named: bool,
+    /// Like --shm-named, under a prefix (`/dev/shm/<prefix>-vpe-api`), to run several servers.
+    #[arg(long)]
+    shm_prefix: Option<String>,
+    /// Client slots of the named segment.
+    #[arg(long, default_value_t = 16)]
+    shm_slots: u32,
+    /// Mode of the named segment and its doorbell, octal.
+    #[arg(long, default_value = "600", value_parser = parse_octal)]
+    shm_mode: u32,
+    /// Size of a private segment when a client asks for 0 bytes.
+    #[arg(long, default_value = "4m", value_parser = parse_size)]
+    shm_segment_size: u64,
+    /// Seconds of silence before a shared-memory client is pinged (it is reaped after two
+    /// unanswered pings once its pid is gone).
+    #[arg(long, default_value_t = 10.0)]
+    keepalive_interval: f64,
     /// Log level: off, error, warn, info, debug.
     #[arg(long, default_value = "info")]
     log_level: Level,
@@ -63,9 +87,23 @@ fn main() -> ExitCode {
     socket.max_message_len = u32::try_from(args.max_msg_size).unwrap_or(u32::MAX);
     socket.max_output_bytes = usize::try_from(args.max_output).unwrap_or(usize::MAX);
     socket.stall_timeout = std::time::Duration::from_secs_f64(args.stall_timeout.max(0.0));
+    let named = (args.shm_named || args.shm_prefix.is_some()).then(|| NamedConfig {
+        prefix: args.shm_prefix.clone(),
+        slots: args.shm_slots,
+        mode: args.shm_mode,
+        ..NamedConfig::default()
+    });
+    let shm = ShmConfig {
+        named,
+        default_segment_size: usize::try_from(args.shm_segment_size).unwrap_or(usize::MAX),
+        keepalive_interval: std::time::Duration::from_secs_f64(args.keepalive_interval.max(0.001)),
+        ..ShmConfig::default()
+    };
     let config = ServerConfig {
         socket,
         log_level: args.log_level,
+        shm,
+        shm_wait: args.shm_wait,
         ..ServerConfig::default()
     };
     let built = Server::builder()

@@ -6,6 +6,7 @@
 //! - [`cli`]: the command registry behind `cli_inband`.
 //! - [`evloop`]: the epoll poller and timers the loop is made of.
 //! - [`log`]: the server's log lines.
+//! - `shm` (private): the pivot, shared-memory channels, keepalive and reaping.
 //!
 //! ```no_run
 //! let mut server = vlib_server::server::Server::builder()
@@ -22,3 +23,4 @@ pub mod cli;
 pub mod evloop;
 pub mod log;
 pub mod server;
+mod shm;

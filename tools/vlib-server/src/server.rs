@@ -28,6 +28,7 @@ use vlibapi::msgs::{memclnt, memfd, vlib_api, vpe};
 use vlibapi::schema::Module as SchemaModule;
 use vlibapi::wire::{self, Message};
 use vlibapi::{ApiBuilder, ApiError, ClientIndex, Dispatcher, MessageTable};
+use vlibmemory::server::{ShmConfig, ShmServer};
 use vlibsocket::server::{
     Accepted, CloseReason, Flow, Outputs, ReadStatus, Session, SocketConfig, SocketServer,
 };
@@ -41,14 +42,16 @@ use crate::log::{Level, Log};
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_SHUTDOWN: u64 = 1;
 const TOKEN_SIGNAL: u64 = 2;
+pub(crate) const TOKEN_NAMED_DOORBELL: u64 = 3;
 const TOKEN_SOCKET: u64 = 1 << 32;
+pub(crate) const TOKEN_SHM: u64 = 2 << 32;
 
 /// Frames handled per connection per turn, so one busy client cannot starve the others.
-const BURST: usize = 64;
+pub(crate) const BURST: usize = 64;
 /// How often clients with unmoving output are looked for.
 const STALL_CHECK: Duration = Duration::from_millis(500);
 /// Malformed messages tolerated from one client before it is disconnected.
-const MAX_BAD_MESSAGES: u64 = 100;
+pub(crate) const MAX_BAD_MESSAGES: u64 = 100;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -59,6 +62,10 @@ pub struct ServerConfig {
     pub log_level: Level,
     /// Name reported by `show_version`.
     pub program: String,
+    /// The shared-memory transport's settings.
+    pub shm: ShmConfig,
+    /// How the loop waits for shared-memory clients.
+    pub shm_wait: ShmWait,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +74,42 @@ impl Default for ServerConfig {
             socket: SocketConfig::new(vlibsocket::server::default_socket_path()),
             log_level: Level::Info,
             program: "api-server".to_owned(),
+            shm: ShmConfig::default(),
+            shm_wait: ShmWait::default(),
+        }
+    }
+}
+
+/// How the event loop waits when shared-memory clients are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShmWait {
+    /// Sleep in epoll at once when idle; clients ring a doorbell to wake it.
+    Park,
+    /// Keep polling the channels for this long after the last message, then sleep.
+    Spin(Duration),
+    /// Never sleep: poll the channels continuously (a busy core, the lowest latency).
+    Poll,
+}
+
+impl Default for ShmWait {
+    fn default() -> Self {
+        Self::Spin(Duration::from_micros(50))
+    }
+}
+
+impl std::str::FromStr for ShmWait {
+    type Err = String;
+
+    /// `park`, `poll`, or `spin:<microseconds>`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "park" => Ok(Self::Park),
+            "poll" => Ok(Self::Poll),
+            _ => s
+                .strip_prefix("spin:")
+                .and_then(|us| us.parse::<u64>().ok())
+                .map(|us| Self::Spin(Duration::from_micros(us)))
+                .ok_or_else(|| format!("`{s}`: expected park, poll or spin:<microseconds>")),
         }
     }
 }
@@ -76,12 +119,18 @@ impl Default for ServerConfig {
 pub enum Transport {
     /// The API socket.
     Socket,
+    /// A slot of the named shared-memory segment.
+    SharedMemory,
+    /// A private shared-memory segment reached through the socket (the pivot).
+    SocketSharedMemory,
 }
 
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Socket => "socket",
+            Self::SharedMemory => "shm",
+            Self::SocketSharedMemory => "socket+shm",
         })
     }
 }
@@ -106,7 +155,7 @@ pub struct ClientInfo {
 /// The registered clients, shared with handlers (for dumps and events).
 #[derive(Debug, Default)]
 pub struct Directory {
-    clients: BTreeMap<ClientIndex, ClientInfo>,
+    pub(crate) clients: BTreeMap<ClientIndex, ClientInfo>,
 }
 
 impl Directory {
@@ -205,6 +254,8 @@ pub enum ServerBuildError {
     Handler(String),
     /// epoll, eventfd or signalfd failed.
     Os(Errno),
+    /// The shared-memory transport could not start (the named segment).
+    Shm(String),
 }
 
 impl fmt::Display for ServerBuildError {
@@ -214,6 +265,7 @@ impl fmt::Display for ServerBuildError {
             Self::Module(e) => write!(f, "cannot add module: {e}"),
             Self::Handler(e) => write!(f, "cannot register handler: {e}"),
             Self::Os(e) => write!(f, "system call failed: {e}"),
+            Self::Shm(e) => write!(f, "shared memory: {e}"),
         }
     }
 }
@@ -325,26 +377,34 @@ impl ServerBuilder {
 
 /// Message IDs the server handles itself.
 #[derive(Debug, Clone, Copy)]
-struct Ids {
+pub(crate) struct Ids {
+    pub(crate) memclnt_delete: u16,
+    pub(crate) memclnt_delete_reply: u16,
+    pub(crate) memclnt_keepalive: u16,
+    pub(crate) memclnt_keepalive_reply: u16,
     sockclnt_create: u16,
     sockclnt_delete: u16,
     sockclnt_delete_reply: u16,
     sock_init_shm: u16,
     sock_init_shm_reply: u16,
     memfd_segment_create: u16,
-    memfd_segment_create_reply: u16,
-    memclnt_create: u16,
-    memclnt_create_v2: u16,
-    memclnt_create_reply: u16,
-    memclnt_create_v2_reply: u16,
-    cli_inband: u16,
-    cli_inband_reply: u16,
+    pub(crate) memfd_segment_create_reply: u16,
+    pub(crate) memclnt_create: u16,
+    pub(crate) memclnt_create_v2: u16,
+    pub(crate) memclnt_create_reply: u16,
+    pub(crate) memclnt_create_v2_reply: u16,
+    pub(crate) cli_inband: u16,
+    pub(crate) cli_inband_reply: u16,
 }
 
 impl Ids {
     fn resolve(t: &MessageTable) -> Self {
         let id = |n: &str| t.id(n).expect("core messages are always in the table");
         Self {
+            memclnt_delete: id(memclnt::MemclntDelete::NAME_CRC),
+            memclnt_delete_reply: id(memclnt::MemclntDeleteReply::NAME_CRC),
+            memclnt_keepalive: id(memclnt::MemclntKeepalive::NAME_CRC),
+            memclnt_keepalive_reply: id(memclnt::MemclntKeepaliveReply::NAME_CRC),
             sockclnt_create: id(memclnt::SockclntCreate::NAME_CRC),
             sockclnt_delete: id(memclnt::SockclntDelete::NAME_CRC),
             sockclnt_delete_reply: id(memclnt::SockclntDeleteReply::NAME_CRC),
@@ -375,6 +435,12 @@ pub struct ServerStats {
     pub garbage_disconnects: u64,
     /// Loop turns.
     pub turns: u64,
+    /// Shared-memory messages whose `client_index` was not the sender's registration.
+    pub wrong_client_index: u64,
+    /// Shared-memory clients reaped after unanswered pings.
+    pub reaped_by_keepalive: u64,
+    /// Pivots to shared memory completed (fds sent).
+    pub pivots: u64,
 }
 
 /// Time spent asleep in epoll per turn, in buckets (`show api histogram`).
@@ -427,42 +493,54 @@ impl SleepHistogram {
 
 /// Work that needs the whole server, deferred until the current burst has ended.
 #[derive(Debug)]
-enum Deferred {
+pub(crate) enum Deferred {
     Cli {
         client: ClientIndex,
         context: u32,
         cmd: String,
     },
-    Unsupported {
+    /// `sock_init_shm` or `memfd_segment_create`.
+    Pivot {
         client: ClientIndex,
         reply_id: u16,
         context: u32,
+        size: u64,
+        configs: Vec<u64>,
     },
 }
 
 /// The running server.
 pub struct Server {
-    config: ServerConfig,
-    log: Log,
-    poller: Poller,
-    timers: Timers<Timer>,
-    socket: SocketServer,
-    dispatcher: Dispatcher,
-    directory: DirectoryHandle,
+    pub(crate) config: ServerConfig,
+    pub(crate) log: Log,
+    pub(crate) poller: Poller,
+    pub(crate) timers: Timers<Timer>,
+    pub(crate) socket: SocketServer,
+    pub(crate) shm: ShmServer,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) directory: DirectoryHandle,
     cli: Cli,
-    reapers: Vec<ReaperFn>,
+    pub(crate) reapers: Vec<ReaperFn>,
     shutdown: ShutdownHandle,
     signals: Option<SignalFd>,
-    ids: Ids,
+    pub(crate) ids: Ids,
     create_reply: Vec<u8>,
     interest: BTreeMap<ClientIndex, Interest>,
     pending: Vec<ClientIndex>,
-    deferred: Vec<Deferred>,
+    pub(crate) deferred: Vec<Deferred>,
     stopping: bool,
-    stats: ServerStats,
+    pub(crate) stats: ServerStats,
     histogram: SleepHistogram,
     started: Instant,
-    pid: u32,
+    pub(crate) pid: u32,
+    /// Pivots whose fds wait for the reply to leave the socket.
+    pub(crate) pending_fds: Vec<crate::shm::PendingFds>,
+    /// Per message ID: whether the message has a `client_index` right after its ID.
+    pub(crate) has_client_index: Vec<bool>,
+    /// Buffer the shared-memory messages are copied into.
+    pub(crate) shm_buf: Vec<u8>,
+    /// When the loop last saw a shared-memory message (for the spin budget).
+    pub(crate) last_shm_activity: Instant,
 }
 
 impl fmt::Debug for Server {
@@ -475,29 +553,42 @@ impl fmt::Debug for Server {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
+pub(crate) enum Timer {
     /// Retry accepting after the process ran out of fds.
     ResumeAccept,
     /// Look for clients whose output stopped moving.
     StallCheck,
+    /// The keepalive scan of shared-memory clients.
+    Keepalive,
+    /// Look again at pivots waiting for their reply to leave the socket.
+    PendingFds,
 }
 
 /// Routes handlers' sends to each client's transport.
-struct Routes<'a, 'b> {
-    sock: &'a mut Outputs<'b>,
+pub(crate) struct Routes<'a, 'b> {
+    pub(crate) sock: &'a mut Outputs<'b>,
+    pub(crate) shm: &'a mut ShmServer,
 }
 
 impl Outbox for Routes<'_, '_> {
     fn send(&mut self, to: ClientIndex, msg: &[u8]) -> Result<(), SendError> {
-        if self.sock.send(to, msg) {
-            Ok(())
-        } else {
-            Err(SendError::UnknownClient(to))
+        if vlibsocket::server::is_socket_index(to) {
+            return if self.sock.send(to, msg) {
+                Ok(())
+            } else {
+                Err(SendError::UnknownClient(to))
+            };
         }
+        self.shm.send(to, msg).map_err(|e| match e {
+            vlibmemory::server::ShmSendError::UnknownClient => SendError::UnknownClient(to),
+            vlibmemory::server::ShmSendError::Stuck { .. } => SendError::QueueFull,
+            _ => SendError::Disconnected,
+        })
     }
 
     fn for_each_client(&self, f: &mut dyn FnMut(ClientIndex)) {
         self.sock.for_each_client(f);
+        self.shm.for_each_client(f);
     }
 }
 
@@ -551,6 +642,12 @@ impl Server {
                         Transport::Socket => {
                             vlib_api::ApiClientTransport::API_CLIENT_TRANSPORT_SOCKET
                         }
+                        Transport::SharedMemory => {
+                            vlib_api::ApiClientTransport::API_CLIENT_TRANSPORT_SHM
+                        }
+                        Transport::SocketSharedMemory => {
+                            vlib_api::ApiClientTransport::API_CLIENT_TRANSPORT_SOCKET_SHM
+                        }
                     },
                     pid: c.pid as u32,
                     uid: c.uid,
@@ -563,6 +660,10 @@ impl Server {
         for (path, help) in [
             ("show version", "server name, version and uptime"),
             ("show api clients", "connected API clients"),
+            (
+                "show api ring",
+                "message rings of every shared-memory segment",
+            ),
             (
                 "show api message-table",
                 "every message ID and its name_crc",
@@ -606,19 +707,45 @@ impl Server {
         } else {
             None
         };
+        let shm = ShmServer::new(b.config.shm.clone(), create_reply.clone())
+            .map_err(|e| ServerBuildError::Shm(e.to_string()))?;
+        if let Some(fd) = shm.named_doorbell_fd() {
+            poller.add(fd, TOKEN_NAMED_DOORBELL, Interest::Read)?;
+        }
         let mut timers = Timers::default();
-        timers.schedule(Instant::now() + STALL_CHECK, Timer::StallCheck);
+        let now = Instant::now();
+        timers.schedule(now + STALL_CHECK, Timer::StallCheck);
+        timers.schedule(now + b.config.shm.keepalive_interval, Timer::Keepalive);
+        let has_client_index = (0..=dispatcher.table().len() as u16)
+            .map(|id| {
+                dispatcher
+                    .table()
+                    .info(id)
+                    .and_then(|m| m.def.fields.first())
+                    .is_some_and(|f| f.name == "client_index")
+            })
+            .collect();
         log.info(format_args!(
             "listening on {} (pid {pid}, {} messages in the table)",
             socket.path().display(),
             dispatcher.table().len()
         ));
+        if let Some(named) = &b.config.shm.named {
+            log.info(format_args!(
+                "named shared-memory segment {} with {} client slots",
+                vlibmemory::server::named_segment_name(named.prefix.as_deref())
+                    .map(|n| n.path().display().to_string())
+                    .unwrap_or_default(),
+                named.slots
+            ));
+        }
         Ok(Server {
             config: b.config,
             log,
             poller,
             timers,
             socket,
+            shm,
             dispatcher,
             directory,
             cli,
@@ -635,6 +762,10 @@ impl Server {
             histogram: SleepHistogram::new(),
             started: Instant::now(),
             pid,
+            pending_fds: Vec::new(),
+            has_client_index,
+            shm_buf: Vec::with_capacity(4096),
+            last_shm_activity: Instant::now(),
         })
     }
 
@@ -670,23 +801,52 @@ impl Server {
         while !self.stopping {
             self.stats.turns += 1;
             let now = Instant::now();
-            let timeout = if !self.pending.is_empty() || !self.deferred.is_empty() {
+            let busy = !self.pending.is_empty()
+                || !self.deferred.is_empty()
+                || self.shm.has_backlog()
+                || self.pivot_eager();
+            let mut timeout = if busy {
                 Some(Duration::ZERO)
             } else {
                 self.timers.next_timeout(now)
             };
+            let mut parked = false;
+            if timeout != Some(Duration::ZERO) && !self.shm.is_empty() {
+                let spinning = match self.config.shm_wait {
+                    ShmWait::Poll => true,
+                    ShmWait::Spin(budget) => now.duration_since(self.last_shm_activity) < budget,
+                    ShmWait::Park => false,
+                };
+                if spinning {
+                    // Poll the channels a while before looking at epoll again.
+                    self.spin_shm();
+                    timeout = Some(Duration::ZERO);
+                } else if self.shm.prepare_park() {
+                    parked = true;
+                } else {
+                    timeout = Some(Duration::ZERO);
+                }
+            }
             ready.clear();
-            self.poller
-                .wait(timeout, |t, r| ready.push((t, r)))
-                .map_err(ServerRunError::Poll)?;
+            let waited = self.poller.wait(timeout, |t, r| ready.push((t, r)));
+            if parked {
+                self.shm.finish_park();
+            }
+            waited.map_err(ServerRunError::Poll)?;
             if timeout != Some(Duration::ZERO) {
                 self.histogram.record(now.elapsed());
             }
             for &(token, r) in &ready {
                 self.on_ready(token, r);
             }
+            self.poll_shm();
             self.process_pending();
             self.flush_outputs();
+            self.flush_shm_backlogs();
+            if self.shm.has_closing() {
+                self.shm.reap_drained();
+            }
+            self.send_pending_fds();
             self.run_timers();
         }
         self.stop();
@@ -709,6 +869,11 @@ impl Server {
                         self.stopping = true;
                     }
                 }
+            }
+            TOKEN_NAMED_DOORBELL => self.on_named_doorbell(),
+            t if t & TOKEN_SHM == TOKEN_SHM => {
+                // The doorbell only wakes the loop; the channel is polled every turn.
+                self.shm.drain_doorbell((t & 0xffff_ffff) as usize);
             }
             t if t & TOKEN_SOCKET != 0 => {
                 let c = ClientIndex(t as u32);
@@ -808,6 +973,7 @@ impl Server {
             deferred,
             stats,
             log,
+            shm,
             ..
         } = self;
         let result = socket.process(c, BURST, |frame, session, outputs| {
@@ -822,6 +988,7 @@ impl Server {
                 deferred,
                 stats,
                 log,
+                shm,
             )
         });
         match result {
@@ -922,6 +1089,7 @@ impl Server {
         for reaper in &mut self.reapers {
             reaper(c);
         }
+        self.reap_socket_channels(c);
         let level = match reason {
             CloseReason::PeerClosed | CloseReason::Deleted | CloseReason::Server => Level::Debug,
             _ => Level::Warn,
@@ -954,18 +1122,7 @@ impl Server {
                     };
                     self.send_to(client, self.ids.cli_inband_reply, &msg);
                 }
-                Deferred::Unsupported {
-                    client,
-                    reply_id,
-                    context,
-                } => {
-                    // Every reply this covers starts with context and retval.
-                    let msg = memclnt::SockInitShmReply {
-                        context,
-                        retval: ApiError::Unsupported.retval(),
-                    };
-                    self.send_to(client, reply_id, &msg);
-                }
+                pivot @ Deferred::Pivot { .. } => self.run_deferred_pivot(pivot),
             }
         }
     }
@@ -1005,7 +1162,12 @@ impl Server {
                 self.pid,
                 vppinfra::format::format_duration(self.started.elapsed())
             )),
-            "show api clients" => Ok(self.show_clients()),
+            "show api clients" => Ok(format!(
+                "{}{}",
+                self.show_clients(),
+                self.show_shm_clients()
+            )),
+            "show api ring" => Ok(self.show_api_ring()),
             "show api message-table" => Ok(self.show_message_table()),
             "show api plugins" => Ok(self.show_plugins()),
             "show api histogram" => Ok(self.histogram.render()),
@@ -1089,6 +1251,9 @@ impl Server {
             ("socket rx frames", s.rx_frames),
             ("socket tx frames", s.tx_frames),
             ("garbage disconnects", self.stats.garbage_disconnects),
+            ("shm wrong client index", self.stats.wrong_client_index),
+            ("shm reaped by keepalive", self.stats.reaped_by_keepalive),
+            ("shm pivots", self.stats.pivots),
             ("loop turns", self.stats.turns),
         ] {
             out.push_str(&format!("{name:>24} {n}\n"));
@@ -1138,6 +1303,16 @@ impl Server {
                         self.log.error(format_args!("cannot resume accepting: {e}"));
                     }
                 }
+                Timer::Keepalive => {
+                    self.keepalive_scan();
+                    let every = self
+                        .config
+                        .shm
+                        .keepalive_interval
+                        .max(Duration::from_millis(10));
+                    self.timers.schedule(now + every, Timer::Keepalive);
+                }
+                Timer::PendingFds => {}
                 Timer::StallCheck => {
                     for c in self.socket.stalled(now) {
                         let queued = self.socket.queued(c);
@@ -1151,6 +1326,9 @@ impl Server {
     }
 
     fn stop(&mut self) {
+        for id in self.shm.channel_ids() {
+            self.reap_shm(id, "the server stopped");
+        }
         let clients = self.socket.clients();
         for c in clients {
             self.flush_one(c);
@@ -1194,6 +1372,7 @@ fn handle_socket_frame(
     deferred: &mut Vec<Deferred>,
     stats: &mut ServerStats,
     log: &Log,
+    shm: &mut ShmServer,
 ) -> Flow {
     let Some(id) = wire::msg_id(frame) else {
         return Flow::Continue;
@@ -1263,27 +1442,43 @@ fn handle_socket_frame(
         return Flow::Yield;
     }
     if id == ids.sock_init_shm || id == ids.memfd_segment_create {
-        let reply_id = if id == ids.sock_init_shm {
-            ids.sock_init_shm_reply
+        let request = if id == ids.sock_init_shm {
+            memclnt::SockInitShm::decode(frame).map(|m| {
+                (
+                    ids.sock_init_shm_reply,
+                    m.context,
+                    u64::from(m.requested_size),
+                    m.configs,
+                )
+            })
         } else {
-            ids.memfd_segment_create_reply
+            memfd::MemfdSegmentCreate::decode(frame).map(|m| {
+                (
+                    ids.memfd_segment_create_reply,
+                    m.context,
+                    m.requested_size,
+                    Vec::new(),
+                )
+            })
         };
-        let Some(context) = frame
-            .get(6..10)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        else {
+        let Ok((reply_id, context, size, configs)) = request else {
             return reject(
                 session,
                 stats,
                 log,
                 frame,
-                "truncated shared-memory request",
+                "malformed shared-memory request",
             );
         };
-        deferred.push(Deferred::Unsupported {
+        dispatcher
+            .trace_mut()
+            .record(vlibapi::trace::Direction::Rx, me, frame);
+        deferred.push(Deferred::Pivot {
             client: me,
             reply_id,
             context,
+            size,
+            configs,
         });
         return Flow::Yield;
     }
@@ -1307,7 +1502,7 @@ fn handle_socket_frame(
         }
         return Flow::Continue;
     }
-    let mut routes = Routes { sock: outputs };
+    let mut routes = Routes { sock: outputs, shm };
     match dispatcher.dispatch(me, frame, &mut routes) {
         Ok(()) => Flow::Continue,
         Err(DispatchError::UnknownId(id)) => {
