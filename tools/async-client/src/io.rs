@@ -6,6 +6,7 @@
 //! (or, with reconnect on, its health) fails everything in flight and enters the reconnect
 //! loop, which sleeps with backoff between attempts and can be woken by `Client::close`.
 
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use vlibapi::msgs::memclnt;
@@ -181,17 +182,27 @@ fn serve(inner: &Inner, conn: &Connection) -> Outcome {
             .map(|p| p.context);
         let mut probe_answered = false;
         let mut wait = Wait::For(wake_at.saturating_duration_since(now));
+        // Wakers are woken once per burst: a task waiting for many replies is woken once for
+        // all that arrived together, not once per reply.
+        let mut wakers: Vec<Waker> = Vec::new();
         for _ in 0..BURST {
-            match rx.recv_with(wait, |m| route(inner, conn, m, probe_ctx, ping_reply)) {
+            let routed = rx.recv_with(wait, |m| {
+                route(inner, conn, m, probe_ctx, ping_reply, &mut wakers)
+            });
+            match routed {
                 Ok(Some(is_probe)) => {
                     probe_answered |= is_probe;
                     last_rx = Instant::now();
                     wait = Wait::No;
                 }
                 Ok(None) => break,
-                Err(e) => return Outcome::Lost(e.to_string()),
+                Err(e) => {
+                    wake_all(wakers);
+                    return Outcome::Lost(e.to_string());
+                }
             }
         }
+        wake_all(wakers);
         let now = Instant::now();
         if let Some(h) = &mut health {
             if let Some(why) = check_health(inner, conn, h, probe_answered, last_rx, now, ping) {
@@ -300,6 +311,7 @@ fn route(
     m: &[u8],
     probe_ctx: Option<u32>,
     ping_reply: Option<u16>,
+    wakers: &mut Vec<Waker>,
 ) -> bool {
     let id = wire::msg_id(m).unwrap_or(0);
     // Replies carry their context right after the ID.
@@ -310,7 +322,6 @@ fn route(
     if context != 0 && probe_ctx == Some(context) && ping_reply == Some(id) {
         return true;
     }
-    let mut wakers = Vec::new();
     {
         let mut st = inner.state();
         let mut filed = false;
@@ -347,6 +358,11 @@ fn route(
             }
         }
     }
-    wakers.into_iter().for_each(|w| w.wake());
     false
+}
+
+/// Wakes each distinct waker once.
+fn wake_all(mut wakers: Vec<Waker>) {
+    wakers.dedup_by(|a, b| a.will_wake(b));
+    wakers.into_iter().for_each(Waker::wake);
 }
