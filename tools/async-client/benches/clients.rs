@@ -176,7 +176,11 @@ fn compile_bench(dir: &Path) -> std::path::PathBuf {
         .arg("-L")
         .arg(lib_dir)
         .arg("-lvlibclient")
-        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        // DT_RPATH: this library wins over any other on LD_LIBRARY_PATH.
+        .arg(format!(
+            "-Wl,--disable-new-dtags,-rpath,{}",
+            lib_dir.display()
+        ))
         .output()
         .expect("run gcc");
     assert!(

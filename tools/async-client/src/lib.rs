@@ -73,8 +73,12 @@ pub enum Transport {
         /// The segment's size.
         segment_size: u64,
     },
-    /// A named shared-memory API segment, without a socket.
-    ShmByName(String),
+    /// The server's named shared-memory segment, without a socket: `/dev/shm/vpe-api`, or
+    /// `/dev/shm/<prefix>-vpe-api` with a prefix.
+    ShmByName {
+        /// The server's `--shm-prefix`, if any.
+        prefix: Option<String>,
+    },
 }
 
 /// The health check's settings (GoVPP's defaults from [`HealthCheck::default`]).
@@ -717,9 +721,8 @@ fn connect_transport(opts: &Options) -> Result<Connection, ConnectError> {
                 .map_err(|_| ConnectError::ShmNotAvailable)?;
             Ok(c)
         }
-        Transport::ShmByName(name) => {
-            Connection::attach_shm(name, &opts.connect).map_err(|_| ConnectError::ShmNotAvailable)
-        }
+        Transport::ShmByName { prefix } => Connection::attach_shm(prefix.as_deref(), &opts.connect)
+            .map_err(|_| ConnectError::ShmNotAvailable),
     }
 }
 

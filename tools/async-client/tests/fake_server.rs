@@ -261,7 +261,7 @@ fn shared_memory_transports_are_not_available_yet() {
         Client::connect(o.clone()),
         Err(ConnectError::ShmNotAvailable)
     ));
-    o.transport = Transport::ShmByName("vpe-api".into());
+    o.transport = Transport::ShmByName { prefix: None };
     let e = Client::connect(o).unwrap_err();
     assert!(e.to_string().contains("not available"), "{e}");
 }

@@ -88,8 +88,9 @@ typedef void (*vlc_rx_fn)(void *user, const void *msg, size_t len);
  * table, and starts the connection's background thread. opts may be NULL. */
 int vlc_connect(const char *path, const char *name, const vlc_options_t *opts, vlc_conn_t **out);
 
-/* Connects to a named shared-memory API segment. Not available yet: VLC_E_NOT_AVAILABLE. */
-int vlc_attach_shm(const char *segment, const char *name, const vlc_options_t *opts,
+/* Connects to the server's named shared-memory segment, /dev/shm/vpe-api (prefix NULL) or
+ * /dev/shm/<prefix>-vpe-api, without a socket. Not available yet: VLC_E_NOT_AVAILABLE. */
+int vlc_attach_shm(const char *prefix, const char *name, const vlc_options_t *opts,
                    vlc_conn_t **out);
 
 /* Moves the connection to a private shared-memory segment of segment_size bytes.

@@ -591,14 +591,15 @@ impl Connection {
         Err(PivotError::NotAvailable)
     }
 
-    /// Connects to a named shared-memory API segment without a socket.
+    /// Connects to the server's named shared-memory API segment, without a socket:
+    /// `/dev/shm/vpe-api`, or `/dev/shm/<prefix>-vpe-api` (the server's `--shm-prefix`).
     ///
     /// Not available yet: returns [`AttachError::NotAvailable`].
     #[doc(alias = "vl_client_connect_to_vlib")]
-    pub fn attach_shm(segment: &str, opts: &ConnectOptions) -> Result<Self, AttachError> {
+    pub fn attach_shm(prefix: Option<&str>, opts: &ConnectOptions) -> Result<Self, AttachError> {
         // Integration point: attach by name with the vlibmemory client and build a
         // `Connection` whose halves are the `Shm` variants.
-        let _ = (segment, opts);
+        let _ = (prefix, opts);
         Err(AttachError::NotAvailable)
     }
 
@@ -932,7 +933,7 @@ mod tests {
         assert_eq!(conn.pivot_to_shm(64 << 20), Err(PivotError::NotAvailable));
         assert_eq!(conn.transport(), TransportKind::Socket);
         assert!(matches!(
-            Connection::attach_shm("vpe-api", &ConnectOptions::new("s")),
+            Connection::attach_shm(None, &ConnectOptions::new("s")),
             Err(AttachError::NotAvailable)
         ));
         assert!(

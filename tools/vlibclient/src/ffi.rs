@@ -15,10 +15,10 @@
 //!    behind locks). The header states the caller's side: pass only pointers obtained from
 //!    `vlc_connect`, never after `vlc_disconnect`, and never call `vlc_disconnect` while
 //!    another call on the same handle is running.
-//! 2. **Message buffers.** A message pointer points [`PREFIX`] bytes past the start of a
-//!    `Box<[u64]>` made by [`buffer_new`]. Word 0 holds [`MAGIC`] in its upper half and the
+//! 2. **Message buffers.** A message pointer points `PREFIX` bytes past the start of a
+//!    `Box<[u64]>` made by `buffer_new`. Word 0 holds `MAGIC` in its upper half and the
 //!    allocation's length in words in its lower half; word 1 holds the message length; the
-//!    message follows. Only [`buffer_take`] turns such a pointer back into the box, after
+//!    message follows. Only `buffer_take` turns such a pointer back into the box, after
 //!    checking the magic (and clearing it, so a double free is usually caught). The caller
 //!    owns a buffer from `vlc_msg_alloc` or `vlc_read` until it passes it to `vlc_msg_write`
 //!    or `vlc_msg_free`, and promises not to touch it afterwards.
@@ -185,7 +185,7 @@ fn buffer_from(m: &[u8]) -> *mut c_void {
 ///
 /// # Safety
 ///
-/// `msg` is non-NULL and came from [`buffer_new`], and the caller gives up its ownership
+/// `msg` is non-NULL and came from `buffer_new`, and the caller gives up its ownership
 /// (invariant 2).
 unsafe fn buffer_take(msg: *mut c_void) -> Option<(Box<[u64]>, usize)> {
     // SAFETY: by the caller's promise `msg` is `PREFIX_WORDS` words into an allocation from
@@ -337,16 +337,16 @@ pub unsafe extern "C" fn vlc_connect(
     })
 }
 
-/// Connects to a named shared-memory API segment. Not available yet: returns
-/// `VLC_E_NOT_AVAILABLE`.
+/// Connects to the server's named shared-memory API segment (`/dev/shm/vpe-api`, or
+/// `/dev/shm/<prefix>-vpe-api`). Not available yet: returns `VLC_E_NOT_AVAILABLE`.
 ///
 /// # Safety
 ///
-/// As [`vlc_connect`], with `segment` in place of `path`.
+/// As [`vlc_connect`], with `prefix` (NULL for none) in place of `path`.
 #[doc(alias = "vl_client_connect_to_vlib")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn vlc_attach_shm(
-    segment: *const c_char,
+    prefix: *const c_char,
     name: *const c_char,
     opts: *const VlcOptions,
     out: *mut *mut VlcConn,
@@ -355,10 +355,14 @@ pub unsafe extern "C" fn vlc_attach_shm(
         if out.is_null() {
             return set_error(VLC_E_INVAL, "out is null");
         }
-        // SAFETY: invariant 3, stated in this function's contract.
-        let segment = match unsafe { string(segment, "segment") } {
-            Ok(s) => s,
-            Err(rc) => return rc,
+        let prefix = if prefix.is_null() {
+            None
+        } else {
+            // SAFETY: invariant 3, stated in this function's contract.
+            match unsafe { string(prefix, "prefix") } {
+                Ok(s) => Some(s),
+                Err(rc) => return rc,
+            }
         };
         // SAFETY: as above.
         let name = match unsafe { string(name, "name") } {
@@ -368,7 +372,7 @@ pub unsafe extern "C" fn vlc_attach_shm(
         // SAFETY: as above.
         let o = unsafe { options(name, opts) };
         // Once `Connection::attach_shm` works, this works: the handle wraps any connection.
-        let conn = match Connection::attach_shm(segment, &o.connect) {
+        let conn = match Connection::attach_shm(prefix, &o.connect) {
             Ok(conn) => conn,
             Err(e) => return set_error(VLC_E_NOT_AVAILABLE, e),
         };

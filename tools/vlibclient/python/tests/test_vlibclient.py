@@ -129,7 +129,7 @@ def test_shared_memory_is_not_available_yet(server):
         Connection(path, "py-shm", shm=True)
     assert "not available" in e.value.message
     with pytest.raises(NotAvailable):
-        Connection.attach_shm("vpe-api", "py-shm")
+        Connection.attach_shm("py-shm")
 
 
 def test_silent_python_keeps_answering_pings(pinging_server):

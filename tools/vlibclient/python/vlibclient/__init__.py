@@ -186,14 +186,17 @@ class Connection:
         )
 
     @classmethod
-    def attach_shm(cls, segment, name, timeout=5.0, idle_poll=0.1, library=None):
-        """Connects to a named shared-memory API segment (NotAvailable until it exists)."""
+    def attach_shm(cls, name, prefix=None, timeout=5.0, idle_poll=0.1, library=None):
+        """Connects to the server's named segment (/dev/shm/vpe-api, or <prefix>-vpe-api).
+
+        Raises NotAvailable until the shared-memory transport exists.
+        """
         self = cls.__new__(cls)
         self._lib = load_library(library)
         self._handle = ctypes.c_void_p()
         self._callback = None
         opts = cls._options(timeout, idle_poll, 0)
-        _check(self._lib, self._lib.vlc_attach_shm(segment.encode(), name.encode(),
+        _check(self._lib, self._lib.vlc_attach_shm(prefix.encode() if prefix else None, name.encode(),
                                                    ctypes.byref(opts), ctypes.byref(self._handle)))
         return self
 

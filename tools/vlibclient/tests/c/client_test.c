@@ -176,7 +176,7 @@ static void run_server(const char *path, uint32_t pid, int expect_shm) {
   CHECK(send_ping(c, ping, 7000, 0) == VLC_OK);
   expect_ping_reply(c, reply, 7000, pid);
   vlc_conn_t *by_name = NULL;
-  rc = vlc_attach_shm("vpe-api", "c-attach", NULL, &by_name);
+  rc = vlc_attach_shm(NULL, "c-attach", NULL, &by_name);
   if (expect_shm) {
     CHECK(rc == VLC_OK);
     CHECK(vlc_disconnect(by_name) == VLC_OK);

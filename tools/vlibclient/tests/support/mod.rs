@@ -160,7 +160,13 @@ pub fn compile_c(name: &str, dir: &Path) -> PathBuf {
         .arg("-L")
         .arg(&lib_dir)
         .arg("-lvlibclient")
-        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        // DT_RPATH (not RUNPATH) so that the library next to this test binary wins over any
+        // other libvlibclient.so on LD_LIBRARY_PATH (cargo puts target/<profile> there, where
+        // an older `cargo build` may have left one).
+        .arg(format!(
+            "-Wl,--disable-new-dtags,-rpath,{}",
+            lib_dir.display()
+        ))
         .output()
         .expect("run gcc");
     assert!(
