@@ -25,7 +25,8 @@ cargo xtask <command> [args]
   doc                    rustdoc with warnings as errors
   tidy                   layering, SAFETY comments, lint inheritance
   ci                     fmt, lint, tidy, test, doc; stops at the first failure
-  demo                   build and show what the project can do
+  demo                   build, start the server, drive it with vat over socket and shared
+                         memory, kill a client and watch it reaped, stop
 ";
 
 fn main() -> ExitCode {
@@ -339,47 +340,148 @@ fn ci() -> Result {
 
 fn demo() -> Result {
     let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--release",
-        "-p",
-        "api-server",
-        "-p",
-        "vlibsocket",
-        "--examples",
-        "--bins",
-    ]);
+    cmd.args(["build", "--release", "-p", "api-server", "-p", "vat"]);
     run(cmd)?;
-    let target = env::var_os("CARGO_TARGET_DIR")
+    let started = Instant::now();
+    let bin = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
         .join("release");
     let dir = env::temp_dir().join(format!("vlib-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let result = demo_steps(&bin, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "\n== Demo finished in {:.1}s after the build",
+        started.elapsed().as_secs_f64()
+    );
+    result
+}
+
+fn demo_steps(bin: &Path, dir: &Path) -> Result {
     let sock = dir.join("api.sock");
-    eprintln!("\n== Starting the server on {}", sock.display());
-    let mut server = Command::new(target.join("api-server"));
-    server.arg("--socket").arg(&sock);
+    let prefix = format!("demo{}", std::process::id());
+    let log = dir.join("server.log");
+    section("Start the API server on a temporary socket, with a named shared-memory segment");
+    let mut server = Command::new(bin.join("api-server"));
+    server
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--shm-prefix", &prefix, "--keepalive-interval", "0.5"])
+        .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?);
     echo(&server);
     let mut server = server
         .spawn()
         .map_err(|e| format!("cannot start api-server: {e}"))?;
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        if started.elapsed().as_secs() > 10 {
-            let _ = server.kill();
-            return Err("the server did not start".into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    eprintln!("\n== A client connects, pings and leaves");
-    let mut client = Command::new(target.join("examples/ping_client"));
-    client.arg(&sock);
-    let result = run(client);
-    eprintln!("\n== Stopping the server (SIGTERM)");
+    let outcome = demo_with_server(bin, &sock, &prefix, &log);
+    section("Stop the server (SIGTERM): clients are closed, the socket file removed");
     let mut kill = Command::new("kill");
     kill.args(["-TERM", &server.id().to_string()]);
     let _ = run(kill);
     let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    eprintln!("socket file still there: {}", sock.exists());
+    outcome
+}
+
+fn section(title: &str) {
+    eprintln!("\n== {title}");
+}
+
+fn vat(bin: &Path, sock: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin.join("vat"));
+    c.arg("--socket").arg(sock).args(args);
+    c
+}
+
+fn vat_script(bin: &Path, sock: &Path, args: &[&str], script: &str) -> Result {
+    use std::io::Write as _;
+    let mut c = vat(bin, sock, args);
+    c.stdin(std::process::Stdio::piped());
+    echo(&c);
+    for line in script.lines() {
+        eprintln!("  > {line}");
+    }
+    let mut child = c.spawn().map_err(|e| format!("vat: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("vat exited with {status}"))
+    }
+}
+
+fn demo_with_server(bin: &Path, sock: &Path, prefix: &str, log: &Path) -> Result {
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if started.elapsed().as_secs() > 10 {
+            return Err("the server did not start".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    section("vat over the socket: any message by name, fields by name");
+    run(vat(bin, sock, &["show_version"]))?;
+    run(vat(
+        bin,
+        sock,
+        &["sw_thing_add_del", "name", "demo", "count", "4", "enable"],
+    ))?;
+    run(vat(bin, sock, &["sw_thing_dump"]))?;
+
+    section("vat pivots from the socket to a private shared-memory segment");
+    vat_script(
+        bin,
+        sock,
+        &["--pivot"],
+        "ping count 2000\nrepeat 100000 control_ping\nexec show api clients\nexec show api ring\n",
+    )?;
+
+    section("vat attaches to the named segment instead (no socket at all)");
+    let mut by_name = Command::new(bin.join("vat"));
+    by_name.args(["--shm", prefix, "ping", "count", "1000"]);
+    run(by_name)?;
+
+    section("A client is SIGKILLed; the server reaps it at once (its socket closed)");
+    let mut victim = vat(bin, sock, &["--pivot", "--name", "victim"]);
+    victim.stdin(std::process::Stdio::piped());
+    echo(&victim);
+    let mut victim = victim.spawn().map_err(|e| format!("vat: {e}"))?;
+    let _keep_stdin_open = victim.stdin.take();
+    let listed = |bin: &Path| -> bool {
+        let out = vat(bin, sock, &["exec", "show api clients"]).output();
+        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("victim"))
+    };
+    let t = Instant::now();
+    while !listed(bin) {
+        if t.elapsed().as_secs() > 10 {
+            let _ = victim.kill();
+            return Err("the victim never showed up".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run(vat(bin, sock, &["exec", "show api clients"]))?;
+    let t = Instant::now();
+    eprintln!("$ kill -KILL {}", victim.id());
+    let _ = victim.kill();
+    let _ = victim.wait();
+    while listed(bin) {
+        if t.elapsed().as_secs() > 10 {
+            return Err("the victim was not reaped".into());
+        }
+    }
+    eprintln!(
+        "reaped within {:.1} ms (including the vat round trips that looked)",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    run(vat(bin, sock, &["exec", "show api clients"]))?;
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    for line in text.lines().filter(|l| l.contains("victim")) {
+        eprintln!("server log: {line}");
+    }
+    Ok(())
 }

@@ -268,9 +268,9 @@ fn array_items(manifest: &str, key: &str) -> Vec<String> {
     };
     let mut items = Vec::new();
     for line in manifest.lines().skip(start) {
-        let body =
-            line.split_once('=')
-                .map_or(line, |(k, v)| if k.trim() == key { v } else { line });
+        let body = line
+            .split_once('=')
+            .map_or(line, |(k, v)| if k.trim() == key { v } else { line });
         for part in body.split(',') {
             let p = part.trim().trim_matches(|c| c == '[' || c == ']').trim();
             if let Some(s) = p.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {

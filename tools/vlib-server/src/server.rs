@@ -1209,6 +1209,7 @@ impl Server {
             out.push_str("  (none)\n");
         } else {
             out.push_str(&t.to_string());
+            out.push('\n');
         }
         out
     }

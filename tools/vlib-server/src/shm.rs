@@ -585,6 +585,7 @@ impl Server {
             out.push_str("  (none)\n");
         } else {
             out.push_str(&t.to_string());
+            out.push('\n');
         }
         out
     }
@@ -639,6 +640,7 @@ impl Server {
                 ]);
             }
             out.push_str(&t.to_string());
+            out.push('\n');
             out.push_str(&format!(
                 "{} ring miss fallback allocations, {} garbage collects, {} messages received, {} refused\n",
                 info.server_rings.heap_fallbacks,
