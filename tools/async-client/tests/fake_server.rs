@@ -113,6 +113,29 @@ fn a_reply_with_an_unknown_context_is_an_event() {
 }
 
 #[test]
+fn the_event_queue_is_bounded() {
+    let server = FakeServer::start("async_events_bound");
+    let mut o = opts(&server);
+    o.event_queue_len = 2;
+    let client = Client::connect(o).unwrap();
+    for i in 0..5u8 {
+        server.send_raw(&[0, 99, 0, 0, 0, i]);
+    }
+    assert!(vppinfra::testing::wait_until(LIMIT, || client
+        .events_dropped()
+        == 3));
+    let mut events = client.events();
+    let first = block_on_for(LIMIT, events.next()).unwrap();
+    let second = block_on_for(LIMIT, events.next()).unwrap();
+    assert_eq!(
+        (first.bytes[5], second.bytes[5]),
+        (0, 1),
+        "the oldest are kept"
+    );
+    assert!(poll_once(&mut events.next()).is_pending());
+}
+
+#[test]
 fn unanswered_requests_time_out() {
     let server = FakeServer::start("async_timeout");
     let mut o = opts(&server);

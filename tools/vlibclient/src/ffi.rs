@@ -829,7 +829,11 @@ pub extern "C" fn vlc_last_error() -> *const c_char {
 /// A static description of an error code.
 #[unsafe(no_mangle)]
 pub extern "C" fn vlc_strerror(code: c_int) -> *const c_char {
-    let s: &'static CStr = match code {
+    catch_unwind(|| strerror(code).as_ptr()).unwrap_or(c"internal error".as_ptr())
+}
+
+fn strerror(code: c_int) -> &'static CStr {
+    match code {
         VLC_OK => c"success",
         VLC_E_INVAL => c"invalid argument",
         VLC_E_CONNECT => c"cannot connect",
@@ -842,8 +846,7 @@ pub extern "C" fn vlc_strerror(code: c_int) -> *const c_char {
         VLC_E_CALLBACK_MODE => c"callback mode",
         VLC_E_PANIC => c"internal error",
         _ => c"unknown error code",
-    };
-    s.as_ptr()
+    }
 }
 
 #[cfg(test)]

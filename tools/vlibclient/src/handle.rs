@@ -477,6 +477,27 @@ mod tests {
     }
 
     #[test]
+    fn replacing_a_callback_waits_until_it_has_returned() {
+        let server = FakeServer::start("handle_cb_wait");
+        let h = Handle::connect(server.path().to_str().unwrap(), opts("cbwait")).unwrap();
+        let inside = Arc::new(AtomicUsize::new(0));
+        let i2 = inside.clone();
+        h.set_callback(Some(Box::new(move |_m: &[u8]| {
+            i2.store(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+            i2.store(2, Ordering::SeqCst);
+        })));
+        server.send_raw(&[0, 88]);
+        assert!(vppinfra::testing::wait_until(
+            Duration::from_secs(5),
+            || { inside.load(Ordering::SeqCst) == 1 }
+        ));
+        h.set_callback(None);
+        // The old callback had finished by the time set_callback returned.
+        assert_eq!(inside.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
     fn the_queue_is_bounded() {
         let server = FakeServer::start("handle_bound");
         let mut o = opts("bound");

@@ -77,11 +77,14 @@ struct cb_state {
   atomic_int n;
   int reply_id;
   atomic_int bad;
+  vlc_conn_t *conn;
 };
 
 static void on_message(void *user, const void *msg, size_t len) {
   struct cb_state *s = user;
   if (len != 18 || get_u16(msg) != s->reply_id) atomic_fetch_add(&s->bad, 1);
+  /* The callback may not free its own connection: refused, nothing freed. */
+  if (atomic_load(&s->n) == 0 && vlc_disconnect(s->conn) != VLC_E_INVAL) atomic_fetch_add(&s->bad, 1);
   atomic_fetch_add(&s->n, 1);
 }
 
@@ -151,7 +154,7 @@ static void run_server(const char *path, uint32_t pid, int expect_shm) {
   for (uint32_t i = 0; i < 1000; i++) expect_ping_reply(c, reply, 1000 + i, pid);
 
   /* Callback mode. */
-  struct cb_state s = {.reply_id = reply};
+  struct cb_state s = {.reply_id = reply, .conn = c};
   CHECK(vlc_set_rx_callback(c, on_message, &s) == VLC_OK);
   CHECK(vlc_read(c, &m, &len, 0) == VLC_E_CALLBACK_MODE);
   for (uint32_t i = 0; i < 100; i++) CHECK(send_ping(c, ping, 5000 + i, 0) == VLC_OK);
