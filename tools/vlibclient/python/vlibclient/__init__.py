@@ -296,7 +296,10 @@ class Connection:
 
     def __del__(self):
         if getattr(self, "_handle", None):
-            self.disconnect()
+            try:
+                self.disconnect()
+            except Exception:  # interpreter shutdown may have torn ctypes down already
+                pass
 
 
 class Api:
