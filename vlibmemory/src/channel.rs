@@ -57,18 +57,10 @@ mod w {
 /// Bytes of the channel header.
 pub const HEADER_BYTES: usize = w::COUNT * 8;
 
-/// In-use word values. Only the producer's own decision to reuse a slot depends on them.
-const SLOT_FREE: u64 = 0;
-const SLOT_BUSY: u64 = 1;
+use crate::slot::{SLOT_FREE, buffer_is_free, free_buffer, mark_buffer_busy};
 
 /// A slot busy for longer than this is taken back by its producer.
 pub const GC_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Named-segment slot states (in the channel's `state` word).
-pub(crate) mod state {
-    pub(crate) const FREE: u64 = 0;
-    pub(crate) const CLAIMED: u64 = 1;
-}
 
 /// Where one ring lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +199,7 @@ impl ChannelLayout {
             return;
         };
         h[w::MAGIC].store(0, Ordering::Relaxed);
-        h[w::STATE].store(state::FREE, Ordering::Relaxed);
+        h[w::STATE].store(crate::slot::CHANNEL_FREE, Ordering::Relaxed);
         h[w::CLIENT_PID].store(0, Ordering::Relaxed);
         h[w::REQ_QUEUE].store(self.request.0 as u64, Ordering::Relaxed);
         h[w::REP_QUEUE].store(self.reply.0 as u64, Ordering::Relaxed);
@@ -529,7 +521,7 @@ impl Sender {
             let slot = r.head;
             let off = r.geom.slots + slot * r.geom.slot_size();
             let word = &region.words(off, 1)?[0];
-            if word.load(Ordering::Acquire) != SLOT_FREE {
+            if !buffer_is_free(word) {
                 let now = *now.get_or_insert_with(Instant::now);
                 match r.busy_since[slot] {
                     Some(t) if now.duration_since(t) > GC_TIMEOUT => {
@@ -562,7 +554,7 @@ impl Sender {
         let in_ring = self.rings.iter().any(|r| r.geom.slot_of(off).is_some());
         if in_ring {
             if let Some(w) = self.segment.region().words(off, 1) {
-                w[0].store(SLOT_FREE, Ordering::Release);
+                free_buffer(&w[0]);
             }
         } else {
             let _ = self.segment.free(off);
@@ -590,7 +582,7 @@ impl Sender {
             return Err(SendError::NoBuffer);
         }
         if let Some(w) = region.words(off, 1) {
-            w[0].store(SLOT_BUSY, Ordering::Release);
+            mark_buffer_busy(&w[0]);
         }
         match self.queue.try_send(&(off as u64).to_ne_bytes()) {
             Ok(()) => {
@@ -771,7 +763,7 @@ impl Receiver {
     fn discard(&self, off: usize, in_ring: bool) {
         if in_ring {
             if let Some(w) = self.segment.region().words(off, 1) {
-                w[0].store(SLOT_FREE, Ordering::Release);
+                free_buffer(&w[0]);
             }
         } else {
             let _ = self.segment.free(off);

@@ -13,7 +13,7 @@ use svm::notify::{EventFdNotifier, Notifier, WaitPolicy};
 use svm::segment::{AttachOptions, Segment};
 use vppinfra::sync::{Arc, Ordering};
 
-use crate::channel::{ChannelError, ChannelLayout, Receiver, RecvError, SendError, Sender, state};
+use crate::channel::{ChannelError, ChannelLayout, Receiver, RecvError, SendError, Sender};
 use crate::server::{
     DIR_MAGIC, DIR_MAGIC_VALUE, DIR_N_SLOTS, DIR_SLOTS, DIR_TABLE_LEN, DIR_TABLE_OFFSET,
     OPAQUE_ROOT, named_segment_name, open_named_doorbell,
@@ -135,18 +135,9 @@ impl ShmLink {
             let Some((st, pid_word)) = ChannelLayout::slot_words(region, base) else {
                 continue;
             };
-            if st
-                .compare_exchange(
-                    state::FREE,
-                    state::CLAIMED,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
+            if !crate::slot::claim_channel(st, pid_word, pid) {
                 continue;
             }
-            pid_word.store(pid, Ordering::Release);
             let layout = ChannelLayout::read(region, base)?;
             let notifier = open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?;
             let kick = open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?;
@@ -237,5 +228,92 @@ impl ShmLink {
     /// The segment's name.
     pub fn segment_name(&self) -> &str {
         self.segment.name()
+    }
+
+    /// Splits the link into a sending half and a receiving half, for a client that sends from
+    /// one thread and receives in another. Both keep the segment mapped.
+    pub fn split(self) -> (ShmSender, ShmReceiver) {
+        (
+            ShmSender {
+                _segment: self.segment.clone(),
+                tx: self.tx,
+            },
+            ShmReceiver {
+                _segment: self.segment,
+                rx: self.rx,
+                table: self.table,
+            },
+        )
+    }
+}
+
+/// The sending half of a [`ShmLink`].
+pub struct ShmSender {
+    _segment: Arc<Segment>,
+    tx: Sender,
+}
+
+impl fmt::Debug for ShmSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmSender").finish_non_exhaustive()
+    }
+}
+
+impl ShmSender {
+    /// Sends one message, waiting up to `timeout` for a buffer and queue room.
+    pub fn send(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        match self.tx.try_send(msg) {
+            Err(SendError::NoBuffer | SendError::QueueFull) => {}
+            other => return other,
+        }
+        self.tx.send_timeout(msg, timeout)
+    }
+
+    /// Statistics of the client-to-server rings.
+    pub fn stats(&self) -> crate::channel::SenderStats {
+        self.tx.stats()
+    }
+}
+
+/// The receiving half of a [`ShmLink`].
+pub struct ShmReceiver {
+    _segment: Arc<Segment>,
+    rx: Receiver,
+    table: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ShmReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmReceiver").finish_non_exhaustive()
+    }
+}
+
+impl ShmReceiver {
+    /// The next message, if one is waiting.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<bool, RecvError> {
+        self.rx.try_recv(buf)
+    }
+
+    /// The next message, waiting up to `timeout`.
+    pub fn recv(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<(), RecvError> {
+        self.rx.recv_timeout(buf, timeout)
+    }
+
+    /// The encoded `sockclnt_create_reply` a named segment publishes (the message table).
+    pub fn published_table(&self) -> Option<&[u8]> {
+        self.table.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halves_can_move_to_other_threads() {
+        fn send<T: Send>() {}
+        send::<ShmLink>();
+        send::<ShmSender>();
+        send::<ShmReceiver>();
     }
 }

@@ -32,7 +32,7 @@ use vlibapi::ClientIndex;
 use vppinfra::sync::{Arc, Ordering};
 
 use crate::channel::{
-    ChannelError, ChannelLayout, Receiver, RecvError, SendError, Sender, SenderStats, state,
+    ChannelError, ChannelLayout, Receiver, RecvError, SendError, Sender, SenderStats,
 };
 use crate::config::ChannelConfig;
 
@@ -536,7 +536,7 @@ impl ShmServer {
             else {
                 continue;
             };
-            if st.load(Ordering::Acquire) == state::CLAIMED {
+            if crate::slot::channel_claimed(st) {
                 claimed.push((slot, layout.clone(), pid.load(Ordering::Relaxed) as u32));
             }
         }
