@@ -743,11 +743,15 @@ impl SocketClient {
     /// anything else is an event.
     fn file(&mut self, msg: Vec<u8>) {
         let id = wire::msg_id(&msg).unwrap_or(0);
-        // Replies carry context right after the ID.
-        let context = msg
-            .get(2..6)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            .unwrap_or(0);
+        // Replies and details carry context right after the ID; events carry a client index
+        // there, which must not be mistaken for a context (VPP's naming tells them apart).
+        let context = if self.is_reply(id) {
+            msg.get(2..6)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(0)
+        } else {
+            0
+        };
         if context != 0 && self.in_flight.contains_key(&context) {
             self.parked.entry(context).or_default().push_back(msg);
         } else {
@@ -757,6 +761,14 @@ impl SocketClient {
                 bytes: msg,
             });
         }
+    }
+
+    /// True when message `id` is a reply or a dump's details (`*_reply`, `*_details`).
+    fn is_reply(&self, id: u16) -> bool {
+        self.msg_name(id).is_some_and(|n| {
+            let name = n.rsplit_once('_').map_or(n, |(name, _crc)| name);
+            name.ends_with("_reply") || name.ends_with("_details")
+        })
     }
 
     /// The next message for `context`, waiting up to the timeout.
@@ -919,5 +931,112 @@ impl SocketClient {
             Ok(_) | Err(ClientError::ServerGone) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    fn frame(msg: &[u8]) -> Vec<u8> {
+        let mut v = frame::header(msg.len() as u32).to_vec();
+        v.extend_from_slice(msg);
+        v
+    }
+
+    fn read_frame(s: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        let mut h = [0u8; 16];
+        s.read_exact(&mut h).unwrap();
+        let len = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let mut m = vec![0u8; len];
+        s.read_exact(&mut m).unwrap();
+        m
+    }
+
+    /// A fake server: answers the registration with a three-entry table, then plays `script`.
+    fn fake_server(
+        path: &Path,
+        script: impl FnOnce(&mut std::os::unix::net::UnixStream) + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let create = read_frame(&mut s);
+            let req = memclnt::SockclntCreate::decode(&create).unwrap();
+            let table = [
+                (23, memclnt::ControlPing::NAME_CRC),
+                (24, memclnt::ControlPingReply::NAME_CRC),
+                (50, "sw_thing_event_0badcafe"),
+            ];
+            let reply = memclnt::SockclntCreateReply {
+                context: req.context,
+                index: 0x8100_0000,
+                count: table.len() as u16,
+                message_table: table
+                    .iter()
+                    .map(|(i, n)| memclnt::MessageTableEntry {
+                        index: *i,
+                        name: (*n).to_owned(),
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            s.write_all(&frame(&wire::to_vec(&reply, 16).unwrap()))
+                .unwrap();
+            script(&mut s);
+        })
+    }
+
+    #[test]
+    fn an_event_whose_client_index_equals_a_pending_context_stays_an_event() {
+        let dir = std::env::temp_dir().join(format!("vlibsocket-client-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let server = fake_server(&path, |s| {
+            let a = memclnt::ControlPing::decode(&read_frame(s))
+                .unwrap()
+                .context;
+            let b = memclnt::ControlPing::decode(&read_frame(s))
+                .unwrap()
+                .context;
+            // An event whose first word (a client index) equals request b's context...
+            let mut event = vec![0u8, 50];
+            event.extend_from_slice(&b.to_be_bytes());
+            event.extend_from_slice(&[0; 8]);
+            s.write_all(&frame(&event)).unwrap();
+            // ...then the replies.
+            for (context, pid) in [(a, 1), (b, 2)] {
+                let reply = memclnt::ControlPingReply {
+                    context,
+                    vpe_pid: pid,
+                    ..Default::default()
+                };
+                s.write_all(&frame(&wire::to_vec(&reply, 24).unwrap()))
+                    .unwrap();
+            }
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+        });
+        let mut c = SocketClient::connect(&path, "t").unwrap();
+        let a = c.send(&memclnt::ControlPing::default()).unwrap();
+        let b = c.send(&memclnt::ControlPing::default()).unwrap();
+        c.flush().unwrap();
+        let r: memclnt::ControlPingReply = c.wait_reply(a).unwrap();
+        assert_eq!(r.vpe_pid, 1);
+        // The event is an event now, not a message parked for b.
+        let e = c
+            .next_event(Duration::from_secs(1))
+            .unwrap()
+            .expect("the event");
+        assert_eq!(e.id, 50);
+        assert_eq!(e.name_crc.as_deref(), Some("sw_thing_event_0badcafe"));
+        let r: memclnt::ControlPingReply = c.wait_reply(b).unwrap();
+        assert_eq!(r.vpe_pid, 2);
+        drop(c);
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
