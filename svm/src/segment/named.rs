@@ -175,15 +175,22 @@ enum Occupant {
 
 /// Looks at the object `name` without mapping it.
 fn inspect(name: &ShmName) -> Result<(Occupant, Option<OwnedFd>), Errno> {
+    // Non-blocking: opening a FIFO (another program's, or a doorbell) for reading would wait
+    // for a writer forever.
     let fd = match shm_open(
         name.as_str(),
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok((Occupant::Gone, None)),
         Err(e) => return Err(e),
     };
+    let regular = nix::sys::stat::fstat(fd.as_fd())
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
+    if !regular {
+        return Ok((Occupant::Foreign, Some(fd)));
+    }
     let occupant = match preview_header(fd.as_fd()) {
         Ok(Some(HeaderPreview {
             magic: SEGMENT_MAGIC,
@@ -236,6 +243,10 @@ pub fn remove_stale(prefix: Option<&str>) -> Result<Vec<ShmName>, Errno> {
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
+        // Only regular files can be our segments; never open FIFOs, sockets or devices.
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         if lead.as_deref().is_some_and(|l| !file_name.starts_with(l)) {
             continue;
         }

@@ -520,3 +520,19 @@ fn remove_stale_sweeps_a_prefix() {
     drop(live);
     assert!(!names[1].path().exists());
 }
+
+#[test]
+fn a_fifo_in_dev_shm_is_skipped_not_opened() {
+    // A doorbell FIFO (or anyone's FIFO) in /dev/shm: opening it to read would block until a
+    // writer appeared, hanging the stale-segment sweep.
+    let name = test_name("named-fifo");
+    let path = name.path();
+    nix::unistd::mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(remove_stale(None).is_ok());
+    });
+    let swept = rx.recv_timeout(std::time::Duration::from_secs(10));
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(swept, Ok(true), "remove_stale blocked on a FIFO");
+}
