@@ -13,8 +13,9 @@ use vlibapi::dispatch::{Outbox, SendError};
 use vlibapi::schema::Module;
 use vlibapi::value::{self, Value};
 use vlibapi::{ApiBuilder, ApiError, ClientIndex, Dispatcher};
+use vlibsocket::client::TransportKind;
 
-use crate::transport::{Transport, TransportError};
+use crate::transport::{PivotRequest, Transport, TransportError};
 
 pub(crate) const T_JSON: &str = r#"{
     "enums": [["color", ["COLOR_RED", 1], ["COLOR_BLUE", 2], {"enumtype": "u8"}]],
@@ -212,6 +213,10 @@ impl Fake {
 }
 
 impl Transport for Fake {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Socket
+    }
+
     fn describe(&self) -> String {
         "fake".to_owned()
     }
@@ -256,9 +261,11 @@ impl Transport for Fake {
         }
     }
 
-    fn pivot_to_shm(&mut self, _size: u64, how: &str) -> Result<(), TransportError> {
-        Err(TransportError::Unavailable {
-            what: how.to_owned(),
+    fn pivot_to_shm(&mut self, _size: u64, how: PivotRequest) -> Result<(), TransportError> {
+        self.check()?;
+        Err(TransportError::CannotPivot {
+            how: how.name(),
+            why: "the in-process test server has no shared memory".to_owned(),
         })
     }
 

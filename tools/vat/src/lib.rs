@@ -8,8 +8,8 @@
 //!
 //! - [`api`]: the loaded API ([`api::Api`]): IDs, schema, reply kinds.
 //! - [`command`]: the pure parser and encoder of message commands.
-//! - [`transport`]: the one connection type ([`transport::Transport`]) and where shared memory
-//!   plugs in.
+//! - [`transport`]: the one connection type ([`transport::Transport`]): the socket, the socket
+//!   then a private shared-memory segment, or the server's named segment.
 //! - [`session`]: requests, dumps, bursts and events over a connection.
 //! - [`runner`]: the built-ins and the printing of results.
 //! - [`repl`]: interactive line editing, history and completion.
@@ -27,11 +27,14 @@
 //! vat --exec setup.vat                  # a script; `#` starts a comment
 //! printf 'ping count 100\nrepeat 100000 control_ping\n' | vat
 //! vat --socket /tmp/vpp/api.sock help sw_thing_add_del
+//! vat --pivot ping count 10000          # over a private shared-memory segment
+//! vat --shm vpp1 repeat 200000 control_ping   # the segment of `api-server --shm-prefix vpp1`
+//! printf 'sock_init_shm size 8m\ncontrol_ping\n' | vat
 //! ```
 //!
 //! Exit status: 0 when every command succeeded; 1 when one failed (a non-zero retval, an
-//! unknown message, a parse error, a timeout); 2 when the server is missing or went away (and
-//! for the shared-memory options, which this build does not have yet).
+//! unknown message, a parse error, a timeout, a refused pivot); 2 when the server is missing
+//! or went away.
 #![forbid(unsafe_code)]
 
 pub mod api;

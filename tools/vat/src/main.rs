@@ -25,6 +25,16 @@ Modes:
 Commands are built-ins (`help` lists them) or a message name with `field value` pairs:
   sw_thing_add_del name foo count 4 enable
 
+Transports (`exec show api clients` lists them as socket, socket+shm, shm):
+  vat [--socket PATH]       the API socket
+  vat --pivot               the socket, then a private shared-memory segment (sock_init_shm);
+                            the socket stays open to notice a server that goes away
+  vat --shm [PREFIX]        the segment the server publishes as /dev/shm/[PREFIX-]vpe-api
+                            (api-server --shm-named, or --shm-prefix PREFIX); no socket, so
+                            a server that dies shows only as replies that time out
+  In a session, `sock_init_shm [size N]` or `memfd_segment_create [size N]` moves a socket
+  connection to shared memory; a connection moves once.
+
 Exit status (one-shot and scripts): 0 if every command succeeded, 1 if any failed (a non-zero
 retval, an unknown message, a parse error, a timeout), 2 if the server could not be reached or
 went away. Interactive sessions exit 0 unless the server went away.";
@@ -37,12 +47,14 @@ struct Args {
     /// /run/vpp/api.sock for root and /tmp/vpp-UID/api.sock for others).
     #[arg(long, short = 's', value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Attach to the server's shared memory by name instead (not available in this build yet).
+    /// Attach by name to the shared-memory segment the server publishes
+    /// (/dev/shm/[PREFIX-]vpe-api), with no socket. The word after --shm is the prefix: for
+    /// the default segment and a one-shot command, write `--shm -- COMMAND...`.
     #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "",
           conflicts_with_all = ["socket", "pivot"])]
     shm: Option<String>,
-    /// Connect over the socket, then move to a private shared-memory segment (not available in
-    /// this build yet).
+    /// Connect over the socket, then move to a private shared-memory segment of the server's
+    /// default size (sock_init_shm).
     #[arg(long)]
     pivot: bool,
     /// Run the commands in this file, then exit.
@@ -237,6 +249,26 @@ mod tests {
 
     fn join(args: &[&str]) -> String {
         join_args(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn shm_takes_the_next_word_as_its_prefix_unless_told_otherwise() {
+        let parse = |args: &[&str]| {
+            let a = Args::try_parse_from(std::iter::once("vat").chain(args.iter().copied()))
+                .expect("parses");
+            (a.shm, a.command)
+        };
+        assert_eq!(
+            parse(&["--shm", "vpp1", "control_ping"]),
+            (Some("vpp1".to_owned()), vec!["control_ping".to_owned()])
+        );
+        assert_eq!(
+            parse(&["--shm", "--", "control_ping"]),
+            (Some(String::new()), vec!["control_ping".to_owned()])
+        );
+        assert_eq!(parse(&["--shm"]), (Some(String::new()), vec![]));
+        assert!(Args::try_parse_from(["vat", "--shm", "p", "--pivot"]).is_err());
+        assert!(Args::try_parse_from(["vat", "--shm", "--socket", "/x"]).is_err());
     }
 
     #[test]

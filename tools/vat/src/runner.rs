@@ -17,6 +17,7 @@ use crate::command::{self, CommandParseError};
 use crate::session::{Answer, Session, SessionError};
 use crate::stats::{self, Latency, Progress};
 use crate::suggest;
+use crate::transport::{self, PivotRequest};
 
 /// A built-in command: its name, usage and what it does.
 #[derive(Debug, Clone, Copy)]
@@ -84,12 +85,12 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "sock_init_shm",
         usage: "sock_init_shm [size <bytes>]",
-        about: "move to shared memory (not in this build yet)",
+        about: "move to a private shared-memory segment (size 0: the server's default)",
     },
     Builtin {
         name: "memfd_segment_create",
         usage: "memfd_segment_create [size <bytes>]",
-        about: "move to shared memory (not in this build yet)",
+        about: "the same through the older request (64-bit size)",
     },
     Builtin {
         name: "quit",
@@ -103,8 +104,9 @@ pub const BUILTINS: &[Builtin] = &[
     },
 ];
 
-/// Default size of the private segment a pivot asks for.
-pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+/// Size of the private segment a pivot asks for unless told: 0, which the server reads as
+/// its own default (api-server's `--shm-segment-size`).
+pub const DEFAULT_SHM_SIZE: u64 = 0;
 
 /// How a line went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,13 +413,8 @@ impl Runner {
             }
             "repeat" => self.repeat(input)?,
             "events" => self.events(input)?,
-            "sock_init_shm" | "memfd_segment_create" => {
-                let size = input
-                    .keyed("size", |i| i.memory_size())?
-                    .unwrap_or(DEFAULT_SHM_SIZE);
-                input.end()?;
-                self.session.link.pivot(size, word)?;
-            }
+            "sock_init_shm" => self.pivot(input, PivotRequest::SockInitShm)?,
+            "memfd_segment_create" => self.pivot(input, PivotRequest::MemfdSegmentCreate)?,
             _ => {
                 input.rewind(start);
                 self.message_command(input)?;
@@ -693,6 +690,36 @@ impl Runner {
                 "ping: {lost} of {count} control_ping(s) got no reply within {}",
                 vppinfra::format::format_duration(self.session.link.timeout())
             )));
+        }
+        Ok(())
+    }
+
+    /// `sock_init_shm [size N]`, `memfd_segment_create [size N]`: the pivot, then where the
+    /// connection is now.
+    fn pivot(&mut self, input: &mut Input<'_>, how: PivotRequest) -> Result<()> {
+        let size = input
+            .keyed("size", |i| i.memory_size())?
+            .unwrap_or(DEFAULT_SHM_SIZE);
+        input.end()?;
+        let link = &mut self.session.link;
+        link.pivot(size, how)?;
+        let kind = transport::kind_name(link.kind());
+        let index = link.client_index();
+        if self.printer.json {
+            let j = Json::Object(vec![(
+                how.name().to_owned(),
+                Json::Object(vec![
+                    ("transport".to_owned(), Json::String(kind.to_owned())),
+                    ("client_index".to_owned(), num(u64::from(index))),
+                ]),
+            )]);
+            self.printer.json_line(&j);
+        } else {
+            self.printer.line(&format!(
+                "{}: now on {}, client index {index:#010x}",
+                how.name(),
+                link.describe()
+            ));
         }
         Ok(())
     }
@@ -1018,11 +1045,17 @@ mod tests {
             "t.vat:3: error: unknown command or message `thing_dmp`; \
              did you mean `thing_dump` or `thing_get`?\n"
         );
+        // The fake cannot pivot: the refusal is said, and the session goes on.
         assert_eq!(r.run_line("sock_init_shm size 2m"), Outcome::Failed);
-        assert!(
-            err.take()
-                .contains("sock_init_shm: shared memory is not available")
+        assert_eq!(
+            err.take(),
+            "t.vat:3: error: sock_init_shm: cannot move to shared memory: the in-process test \
+             server has no shared memory\n"
         );
+        assert_eq!(r.run_line("memfd_segment_create size 1g"), Outcome::Failed);
+        assert!(err.take().contains("memfd_segment_create: cannot move"));
+        assert_eq!(r.run_line("sock_init_shm size 2m extra"), Outcome::Failed);
+        assert!(err.take().contains("expected end of input"));
         assert_eq!(
             r.run_line("memfd_segment_create size lots"),
             Outcome::Failed

@@ -14,10 +14,11 @@ use vlibapi::msgs::memclnt;
 use vlibapi::value::Value;
 use vlibapi::wire::{self, Message};
 use vlibapi::{DecodeError, EncodeError};
+use vlibsocket::client::TransportKind;
 
 use crate::api::{Api, ApiLoadError, ModuleSummary, MsgInfo, ReplyKind};
 use crate::command;
-use crate::transport::{self, Target, Transport, TransportError};
+use crate::transport::{self, PivotRequest, Target, Transport, TransportError};
 
 /// Why a session operation failed.
 #[derive(Debug)]
@@ -31,6 +32,9 @@ pub enum SessionError {
         waiting_for: String,
         /// How long.
         after: Duration,
+        /// The connection cannot notice a server that died (shared memory attached by name
+        /// has no socket to watch), so the timeout may mean that.
+        blind: bool,
     },
     /// The request could not be encoded from its values.
     Encode(EncodeError),
@@ -64,11 +68,23 @@ impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Transport(e) => write!(f, "{e}"),
-            Self::Timeout { waiting_for, after } => write!(
-                f,
-                "timed out after {} waiting for {waiting_for}",
-                vppinfra::format::format_duration(*after)
-            ),
+            Self::Timeout {
+                waiting_for,
+                after,
+                blind,
+            } => {
+                write!(
+                    f,
+                    "timed out after {} waiting for {waiting_for}",
+                    vppinfra::format::format_duration(*after)
+                )?;
+                if *blind {
+                    f.write_str(
+                        " (attached by name, vat cannot tell a server that died from a slow one)",
+                    )?;
+                }
+                Ok(())
+            }
             Self::Encode(e) => write!(f, "cannot encode the request: {e}"),
             Self::Decode(e) => write!(f, "bad reply from the server: {e}"),
             Self::Api(e) => write!(f, "cannot load the server's api: {e}"),
@@ -136,9 +152,14 @@ impl Link {
         self.timeout
     }
 
-    /// Where the connection goes.
+    /// Where the connection goes, and over what.
     pub fn describe(&self) -> String {
         self.conn.describe()
+    }
+
+    /// How messages travel now.
+    pub fn kind(&self) -> TransportKind {
+        self.conn.kind()
     }
 
     /// The index the server gave us.
@@ -187,6 +208,7 @@ impl Link {
         SessionError::Timeout {
             waiting_for,
             after: self.timeout,
+            blind: self.conn.kind() == TransportKind::NamedShm,
         }
     }
 
@@ -377,8 +399,9 @@ impl Link {
         }
     }
 
-    /// Moves the connection onto shared memory.
-    pub fn pivot(&mut self, size: u64, how: &str) -> Result<(), SessionError> {
+    /// Moves the connection onto a private shared-memory segment of `size` bytes (0: the
+    /// server's default). Everything else carries on as before; only the client index changes.
+    pub fn pivot(&mut self, size: u64, how: PivotRequest) -> Result<(), SessionError> {
         Ok(self.conn.pivot_to_shm(size, how)?)
     }
 
@@ -624,7 +647,48 @@ mod tests {
             "the server closed the connection (server gone)"
         );
         assert!(s.link.poll().unwrap_err().is_fatal());
-        let e = s.link.pivot(1 << 20, "sock_init_shm").unwrap_err();
+        let e = s
+            .link
+            .pivot(1 << 20, PivotRequest::SockInitShm)
+            .unwrap_err();
+        assert!(e.is_fatal(), "{e}");
+    }
+
+    #[test]
+    fn an_impossible_pivot_leaves_the_session_as_it_was() {
+        let mut s = session();
+        let e = s
+            .link
+            .pivot(0, PivotRequest::MemfdSegmentCreate)
+            .unwrap_err();
         assert!(!e.is_fatal());
+        assert_eq!(
+            e.to_string(),
+            "memfd_segment_create: cannot move to shared memory: the in-process test server \
+             has no shared memory"
+        );
+        assert_eq!(s.link.kind(), TransportKind::Socket);
+        let (info, v) = parse(&s, "poke value 1");
+        let a = s.link.request(&s.api, &info, &v).unwrap();
+        assert_eq!(names(&s, &a.messages), ["poke_reply"]);
+    }
+
+    #[test]
+    fn a_timeout_says_when_a_dead_server_cannot_be_noticed() {
+        let timeout = |blind| SessionError::Timeout {
+            waiting_for: "control_ping_reply".into(),
+            after: Duration::from_secs(1),
+            blind,
+        };
+        assert_eq!(
+            timeout(false).to_string(),
+            "timed out after 1.000s waiting for control_ping_reply"
+        );
+        assert_eq!(
+            timeout(true).to_string(),
+            "timed out after 1.000s waiting for control_ping_reply (attached by name, vat \
+             cannot tell a server that died from a slow one)"
+        );
+        assert!(!timeout(true).is_fatal());
     }
 }

@@ -41,16 +41,19 @@ impl Latency {
         })
     }
 
-    /// `min/avg/median/p99/max = 0.041/0.052/0.050/0.090/0.093 ms`.
+    /// `min/avg/median/p99/max = 0.041/0.052/0.050/0.090/0.093 ms`, or in microseconds with
+    /// a tenth when the median is below 10 us (shared-memory round trips), where thousandths of
+    /// a millisecond would round every figure to the same digit:
+    /// `min/avg/median/p99/max = 0.9/1.2/1.1/2.3/140.2 us`.
     pub fn render(&self) -> String {
-        format!(
-            "min/avg/median/p99/max = {}/{}/{}/{}/{} ms",
-            ms(self.min),
-            ms(self.avg),
-            ms(self.median),
-            ms(self.p99),
-            ms(self.max)
-        )
+        let all = [self.min, self.avg, self.median, self.p99, self.max];
+        let (figures, unit): (Vec<String>, &str) = if self.median < Duration::from_micros(10) {
+            let us = |d: &Duration| format!("{:.1}", d.as_secs_f64() * 1e6);
+            (all.iter().map(us).collect(), "us")
+        } else {
+            (all.iter().copied().map(ms).collect(), "ms")
+        };
+        format!("min/avg/median/p99/max = {} {unit}", figures.join("/"))
     }
 }
 
@@ -155,6 +158,16 @@ mod tests {
         assert_eq!(
             l.render(),
             "min/avg/median/p99/max = 0.001/0.051/0.050/0.099/0.100 ms"
+        );
+
+        // Round trips of a few microseconds are shown in microseconds.
+        let mut fast: Vec<Duration> = [1100, 900, 1200, 140_200, 2300]
+            .into_iter()
+            .map(Duration::from_nanos)
+            .collect();
+        assert_eq!(
+            Latency::of(&mut fast).unwrap().render(),
+            "min/avg/median/p99/max = 0.9/29.1/1.2/140.2/140.2 us"
         );
 
         // With few samples the 99th percentile is the largest.

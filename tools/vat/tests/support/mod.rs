@@ -70,21 +70,87 @@ pub fn server_bin() -> &'static Path {
     })
 }
 
+/// The prefix of a named shared-memory segment this test owns: unique per test process and
+/// call (it carries the pid), and its segment and doorbell are unlinked on drop (a server
+/// killed with SIGKILL cannot unlink them itself).
+pub struct ShmPrefix(pub String);
+
+impl ShmPrefix {
+    /// A fresh prefix.
+    pub fn new(tag: &str) -> Self {
+        ShmPrefix(testing::unique_name(tag))
+    }
+
+    /// The segment's path.
+    pub fn segment(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/shm/{}-vpe-api", self.0))
+    }
+}
+
+impl Drop for ShmPrefix {
+    fn drop(&mut self) {
+        let segment = self.segment();
+        let _ = std::fs::remove_file(&segment);
+        let _ = std::fs::remove_file(format!("{}.doorbell", segment.display()));
+    }
+}
+
+/// How vat reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `--socket PATH`.
+    Socket,
+    /// `--socket PATH --pivot`.
+    Pivot,
+    /// `--shm PREFIX` (the server must have been started with one).
+    Shm,
+}
+
+impl Via {
+    /// All three.
+    pub const ALL: [Via; 3] = [Via::Socket, Via::Pivot, Via::Shm];
+
+    /// The transport as `show api clients` names it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Via::Socket => "socket",
+            Via::Pivot => "socket+shm",
+            Via::Shm => "shm",
+        }
+    }
+}
+
 /// A server process on a socket in its own temporary directory; killed on drop.
 pub struct ServerProc {
     pub child: TestChild,
     pub dir: TempDir,
     pub path: PathBuf,
     pub log: PathBuf,
+    /// The named segment's prefix, when the server publishes one. Dropped after the child, so
+    /// the segment is unlinked once the server is dead.
+    pub shm: Option<ShmPrefix>,
 }
 
 impl ServerProc {
     /// Starts `api-server` and waits until it accepts connections.
     pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, None, &[])
+    }
+
+    /// Starts `api-server` publishing a named segment under a fresh prefix as well.
+    pub fn start_shm(tag: &str, extra: &[&str]) -> Self {
+        Self::start_with(tag, Some(ShmPrefix::new(tag)), extra)
+    }
+
+    fn start_with(tag: &str, shm: Option<ShmPrefix>, extra: &[&str]) -> Self {
         let dir = TempDir::new(tag);
         let path = dir.join("api.sock");
         let log = dir.join("server.log");
-        let args: Vec<OsString> = vec!["--socket".into(), path.clone().into()];
+        let mut args: Vec<OsString> = vec!["--socket".into(), path.clone().into()];
+        if let Some(p) = &shm {
+            args.extend(["--shm-prefix".into(), p.0.clone().into()]);
+        }
+        args.extend(extra.iter().map(OsString::from));
         let mut b = testing::spawn_program(server_bin(), &args);
         b.command()
             .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
@@ -94,12 +160,39 @@ impl ServerProc {
             dir,
             path,
             log,
+            shm,
         };
         let up = testing::wait_until(Duration::from_secs(20), || {
             std::os::unix::net::UnixStream::connect(&s.path).is_ok()
+                && s.shm.as_ref().is_none_or(|p| p.segment().exists())
         });
         assert!(up, "server did not start; log:\n{}", s.log_text());
         s
+    }
+
+    /// The named segment's prefix (the server must publish one).
+    pub fn prefix(&self) -> &str {
+        &self.shm.as_ref().expect("a server with --shm-prefix").0
+    }
+
+    /// vat's arguments to reach this server `via` a transport.
+    pub fn via_args(&self, via: Via) -> Vec<OsString> {
+        match via {
+            Via::Socket => vec!["--socket".into(), self.path.clone().into()],
+            Via::Pivot => vec![
+                "--socket".into(),
+                self.path.clone().into(),
+                "--pivot".into(),
+            ],
+            Via::Shm => vec!["--shm".into(), self.prefix().into()],
+        }
+    }
+
+    /// `vat <via> args...`, with `stdin` fed to vat if given, run to completion.
+    pub fn vat_via(&self, via: Via, args: &[&str], stdin: Option<&str>) -> VatRun {
+        let mut full = self.via_args(via);
+        full.extend(args.iter().map(OsString::from));
+        run_vat(&full, stdin)
     }
 
     /// The server's stderr so far.
@@ -119,9 +212,7 @@ impl ServerProc {
 
     /// The same, with `stdin` fed to vat (script mode reads it).
     pub fn vat_with_input(&self, args: &[&str], stdin: Option<&str>) -> VatRun {
-        let mut full: Vec<OsString> = vec!["--socket".into(), self.path.clone().into()];
-        full.extend(args.iter().map(OsString::from));
-        run_vat(&full, stdin)
+        self.vat_via(Via::Socket, args, stdin)
     }
 
     /// A file in the server's temporary directory with `text` in it.
@@ -236,9 +327,13 @@ pub struct LiveVat {
 impl LiveVat {
     /// Starts `vat --socket <server> args...` reading commands from a pipe.
     pub fn start(server: &ServerProc, args: &[&str]) -> LiveVat {
+        Self::start_via(server, Via::Socket, args)
+    }
+
+    /// Starts `vat <via> args...` reading commands from a pipe.
+    pub fn start_via(server: &ServerProc, via: Via, args: &[&str]) -> LiveVat {
         let mut child = Command::new(vat_bin())
-            .arg("--socket")
-            .arg(&server.path)
+            .args(server.via_args(via))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
