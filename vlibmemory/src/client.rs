@@ -25,6 +25,8 @@ use crate::server::{
 pub enum ShmConnectError {
     /// The segment could not be attached.
     Segment(String),
+    /// No named segment under that name: no server publishes one.
+    NoServer(String),
     /// The channel in it is not valid.
     Channel(ChannelError),
     /// Every slot of the named segment is taken.
@@ -39,6 +41,7 @@ impl fmt::Display for ShmConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Segment(e) => write!(f, "cannot attach the segment: {e}"),
+            Self::NoServer(name) => write!(f, "no server publishes {name}"),
             Self::Channel(e) => write!(f, "{e}"),
             Self::NoFreeSlot => f.write_str("every client slot of the named segment is taken"),
             Self::BadDirectory(what) => write!(f, "bad named-segment directory: {what}"),
@@ -102,7 +105,13 @@ impl ShmLink {
             &name,
             &AttachOptions::default().ready_timeout(Duration::from_secs(2)),
         )
-        .map_err(|e| ShmConnectError::Segment(e.to_string()))?;
+        .map_err(|e| match e {
+            svm::segment::SegmentAttachError::Os {
+                errno: nix::errno::Errno::ENOENT,
+                ..
+            } => ShmConnectError::NoServer(name.path().display().to_string()),
+            e => ShmConnectError::Segment(e.to_string()),
+        })?;
         let segment = Arc::new(segment);
         let region = segment.region();
         let dir_off = segment
@@ -181,6 +190,22 @@ impl ShmLink {
             table,
             doorbell_kick,
         })
+    }
+
+    /// True when the server is known to be gone: the named segment's doorbell FIFO has no
+    /// reader left (its write end reports an error). A pivoted link cannot tell; its socket does.
+    pub fn peer_gone(&self) -> bool {
+        let Some(k) = &self.doorbell_kick else {
+            return false;
+        };
+        let mut p = [nix::poll::PollFd::new(
+            k.fd(),
+            nix::poll::PollFlags::POLLOUT,
+        )];
+        matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+            && p[0].revents().is_some_and(|r| {
+                r.intersects(nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLHUP)
+            })
     }
 
     /// Rings the server's doorbell unconditionally (named segment: after a claim).

@@ -396,12 +396,24 @@ impl SocketClient {
 
     /// The same pivot through the originating change's `memfd_segment_create`.
     pub fn pivot_memfd_segment_create(&mut self, segment_size: u64) -> Result<(), ClientError> {
+        self.check_can_pivot()?;
         let req = memfd::MemfdSegmentCreate {
             requested_size: segment_size,
             ..Default::default()
         };
         let _: memfd::MemfdSegmentCreateReply = self.request(&req)?;
         self.finish_pivot()
+    }
+
+    /// A connection pivots once, from the socket.
+    fn check_can_pivot(&self) -> Result<(), ClientError> {
+        match (&self.link, &self.fd) {
+            (Link::Socket, Some(_)) => Ok(()),
+            (Link::Socket, None) => Err(ClientError::NoSocket),
+            (Link::Shm(_), _) => Err(ClientError::Handshake(
+                "already on shared memory: a connection pivots once".into(),
+            )),
+        }
     }
 
     fn finish_pivot(&mut self) -> Result<(), ClientError> {
@@ -691,9 +703,15 @@ impl SocketClient {
             .map(<[u8]>::to_vec))
     }
 
-    /// On shared memory with a socket: the server closing the socket means it is gone.
+    /// On shared memory: the server closing the socket (or, attached by name, dropping its
+    /// doorbell) means it is gone.
     fn check_socket_alive(&self) -> Result<(), ClientError> {
-        let Some(fd) = &self.fd else { return Ok(()) };
+        let Some(fd) = &self.fd else {
+            return match &self.link {
+                Link::Shm(link) if link.peer_gone() => Err(ClientError::ServerGone),
+                _ => Ok(()),
+            };
+        };
         let mut p = [nix::poll::PollFd::new(
             fd.as_fd(),
             nix::poll::PollFlags::POLLIN,
@@ -783,7 +801,16 @@ impl SocketClient {
                     return Ok(m);
                 }
             }
-            let m = self.read_frame(deadline, what)?;
+            let m = match self.read_frame(deadline, what) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Gone or given up on: a late reply with this context is an event, not a
+                    // reply held back from a future request that reuses the number.
+                    self.in_flight.remove(&context);
+                    self.parked.remove(&context);
+                    return Err(e);
+                }
+            };
             self.file(m);
         }
     }

@@ -414,3 +414,29 @@ fn scribbler(path: &str) {
         let _ = nix::unistd::write(&doorbell, &1u64.to_ne_bytes());
     }
 }
+
+#[test]
+fn mp_a_client_attached_by_name_notices_the_server_die() {
+    let p = prefix("death");
+    let mut server = ServerProc::start("mp_named_death", &["--shm-prefix", &p]);
+    let mut opts = ClientOptions::new("orphan");
+    opts.timeout = Duration::from_secs(20);
+    let mut c = SocketClient::attach_by_name(Some(&p), &opts).unwrap();
+    ping(&mut c);
+    server.child.kill();
+    let t = Instant::now();
+    let r = c.request::<_, memclnt::ControlPingReply>(&memclnt::ControlPing::default());
+    assert!(
+        matches!(r, Err(vlibsocket::client::ClientError::ServerGone)),
+        "{r:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // The killed server left its segment; the next server with the prefix replaces it.
+    let _next = ServerProc::start("mp_named_death_next", &["--shm-prefix", &p]);
+    let mut again = SocketClient::attach_by_name(Some(&p), &opts).unwrap();
+    ping(&mut again);
+}

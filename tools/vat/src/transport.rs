@@ -309,7 +309,7 @@ fn named_attach_error(prefix: Option<&str>, e: ClientError) -> TransportError {
     };
     let segment = name.path();
     let stale = matches!(e, ClientError::Shm(ShmConnectError::Doorbell(Errno::ENXIO)));
-    let missing = matches!(e, ClientError::Shm(ShmConnectError::Segment(_))) && !segment.exists();
+    let missing = matches!(e, ClientError::Shm(ShmConnectError::NoServer(_)));
     if stale || missing {
         TransportError::NoNamedServer {
             segment,

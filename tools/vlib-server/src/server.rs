@@ -385,9 +385,9 @@ pub(crate) struct Ids {
     sockclnt_create: u16,
     sockclnt_delete: u16,
     sockclnt_delete_reply: u16,
-    sock_init_shm: u16,
-    sock_init_shm_reply: u16,
-    memfd_segment_create: u16,
+    pub(crate) sock_init_shm: u16,
+    pub(crate) sock_init_shm_reply: u16,
+    pub(crate) memfd_segment_create: u16,
     pub(crate) memfd_segment_create_reply: u16,
     pub(crate) memclnt_create: u16,
     pub(crate) memclnt_create_v2: u16,
@@ -686,6 +686,10 @@ impl Server {
         let ids = Ids::resolve(dispatcher.table());
         let create_reply = create_reply_template(dispatcher.table(), ids.sockclnt_create + 1)?;
 
+        // The named segment exists before the socket accepts: a client that sees the server up
+        // can attach by name at once.
+        let shm = ShmServer::new(b.config.shm.clone(), create_reply.clone())
+            .map_err(|e| ServerBuildError::Shm(e.to_string()))?;
         let socket =
             SocketServer::bind(b.config.socket.clone()).map_err(ServerBuildError::Socket)?;
         let poller = Poller::new(256)?;
@@ -707,8 +711,6 @@ impl Server {
         } else {
             None
         };
-        let shm = ShmServer::new(b.config.shm.clone(), create_reply.clone())
-            .map_err(|e| ServerBuildError::Shm(e.to_string()))?;
         if let Some(fd) = shm.named_doorbell_fd() {
             poller.add(fd, TOKEN_NAMED_DOORBELL, Interest::Read)?;
         }

@@ -171,6 +171,25 @@ impl Server {
             self.note_shm_bad(id, "message carries another client's index");
             return;
         }
+        if msg_id == ids.sock_init_shm || msg_id == ids.memfd_segment_create {
+            // A channel pivots nowhere: answer, rather than leave the client waiting.
+            let context = msg
+                .get(6..10)
+                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let retval = ApiError::InvalidRegistration.retval();
+            if msg_id == ids.sock_init_shm {
+                let reply = memclnt::SockInitShmReply { context, retval };
+                self.reply_shm(id, ids.sock_init_shm_reply, &reply);
+            } else {
+                let reply = vlibapi::msgs::memfd::MemfdSegmentCreateReply {
+                    context,
+                    retval,
+                    master_fd: 0,
+                };
+                self.reply_shm(id, ids.memfd_segment_create_reply, &reply);
+            }
+            return;
+        }
         if msg_id == ids.cli_inband {
             let Ok(req) = vpe::CliInband::decode(msg) else {
                 self.note_shm_bad(id, "malformed cli_inband");

@@ -88,3 +88,12 @@ pub fn fd_count(pid: u32) -> usize {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+impl Drop for ServerProc {
+    /// Stops the server cleanly, so it removes its socket and named segment; a server that does
+    /// not stop within a few seconds is killed by the child guard.
+    fn drop(&mut self) {
+        self.child.signal(nix::sys::signal::Signal::SIGTERM);
+        let _ = testing::wait_until(Duration::from_secs(3), || self.child.try_wait().is_some());
+    }
+}
