@@ -37,7 +37,7 @@ struct Args {
     /// Seconds a client's queued replies may stay unread before it is disconnected.
     #[arg(long, default_value_t = 5.0)]
     stall_timeout: f64,
-    /// How the server waits for shared-memory clients: park, poll, or spin:<microseconds>.
+    /// How the server waits for shared-memory clients: park, poll, or spin:MICROSECONDS.
     #[arg(long, default_value = "spin:50")]
     shm_wait: ShmWait,
     /// Publish the named shared-memory segment (`/dev/shm/vpe-api`) for clients that attach by

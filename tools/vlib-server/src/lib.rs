@@ -6,6 +6,7 @@
 //! - [`cli`]: the command registry behind `cli_inband`.
 //! - [`evloop`]: the epoll poller and timers the loop is made of.
 //! - [`log`]: the server's log lines.
+//! - [`source`]: plugins' own event sources (fds watched by the loop).
 //! - `shm` (private): the pivot, shared-memory channels, keepalive and reaping.
 //!
 //! ```no_run
@@ -24,3 +25,4 @@ pub mod evloop;
 pub mod log;
 pub mod server;
 mod shm;
+pub mod source;

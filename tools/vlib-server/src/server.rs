@@ -45,6 +45,7 @@ const TOKEN_SIGNAL: u64 = 2;
 pub(crate) const TOKEN_NAMED_DOORBELL: u64 = 3;
 const TOKEN_SOCKET: u64 = 1 << 32;
 pub(crate) const TOKEN_SHM: u64 = 2 << 32;
+const TOKEN_SOURCE: u64 = 4 << 32;
 
 /// Frames handled per connection per turn, so one busy client cannot starve the others.
 pub(crate) const BURST: usize = 64;
@@ -191,6 +192,7 @@ pub struct PluginRegistrar<'a> {
     api: &'a mut ApiBuilder,
     cli: &'a mut Cli,
     reapers: &'a mut Vec<ReaperFn>,
+    sources: &'a mut Vec<crate::source::EventSource>,
     directory: DirectoryHandle,
 }
 
@@ -231,6 +233,21 @@ impl PluginRegistrar<'_> {
     /// The client directory.
     pub fn directory(&self) -> DirectoryHandle {
         self.directory.clone()
+    }
+
+    /// Watches `fd` in the server's loop: `on_ready` runs whenever it is readable (it must
+    /// drain it) and may send events to clients. `name` appears in logs.
+    pub fn watch_fd(
+        &mut self,
+        name: &str,
+        fd: std::os::fd::OwnedFd,
+        on_ready: impl FnMut(&std::os::fd::OwnedFd, &mut crate::source::SourceCtx<'_, '_, '_>) + 'static,
+    ) {
+        self.sources.push(crate::source::EventSource {
+            fd,
+            name: name.to_owned(),
+            on_ready: Box::new(on_ready),
+        });
     }
 }
 
@@ -535,6 +552,8 @@ pub struct Server {
     pub(crate) pid: u32,
     /// Pivots whose fds wait for the reply to leave the socket.
     pub(crate) pending_fds: Vec<crate::shm::PendingFds>,
+    /// Plugins' fds and callbacks.
+    sources: Vec<crate::source::EventSource>,
     /// Per message ID: whether the message has a `client_index` right after its ID.
     pub(crate) has_client_index: Vec<bool>,
     /// Buffer the shared-memory messages are copied into.
@@ -609,12 +628,14 @@ impl Server {
         let mut api = ApiBuilder::with_table(MessageTable::with_core());
         let mut cli = Cli::new();
         let mut reapers: Vec<ReaperFn> = Vec::new();
+        let mut sources: Vec<crate::source::EventSource> = Vec::new();
         for p in b.plugins {
             let name = p.name().to_owned();
             let mut r = PluginRegistrar {
                 api: &mut api,
                 cli: &mut cli,
                 reapers: &mut reapers,
+                sources: &mut sources,
                 directory: directory.clone(),
             };
             p.install(&mut r)?;
@@ -714,6 +735,9 @@ impl Server {
         if let Some(fd) = shm.named_doorbell_fd() {
             poller.add(fd, TOKEN_NAMED_DOORBELL, Interest::Read)?;
         }
+        for (i, source) in sources.iter().enumerate() {
+            poller.add(&source.fd, TOKEN_SOURCE | i as u64, Interest::Read)?;
+        }
         let mut timers = Timers::default();
         let now = Instant::now();
         timers.schedule(now + STALL_CHECK, Timer::StallCheck);
@@ -765,6 +789,7 @@ impl Server {
             started: Instant::now(),
             pid,
             pending_fds: Vec::new(),
+            sources,
             has_client_index,
             shm_buf: Vec::with_capacity(4096),
             last_shm_activity: Instant::now(),
@@ -873,6 +898,7 @@ impl Server {
                 }
             }
             TOKEN_NAMED_DOORBELL => self.on_named_doorbell(),
+            t if t & TOKEN_SOURCE == TOKEN_SOURCE => self.run_source((t & 0xffff_ffff) as usize),
             t if t & TOKEN_SHM == TOKEN_SHM => {
                 // The doorbell only wakes the loop; the channel is polled every turn.
                 self.shm.drain_doorbell((t & 0xffff_ffff) as usize);
@@ -883,6 +909,23 @@ impl Server {
             }
             _ => {}
         }
+    }
+
+    fn run_source(&mut self, i: usize) {
+        let Some(source) = self.sources.get_mut(i) else {
+            return;
+        };
+        let mut outputs = self.socket.outputs();
+        let mut routes = Routes {
+            sock: &mut outputs,
+            shm: &mut self.shm,
+        };
+        let mut ctx = crate::source::SourceCtx {
+            dispatcher: &mut self.dispatcher,
+            routes: &mut routes,
+            directory: &self.directory,
+        };
+        (source.on_ready)(&source.fd, &mut ctx);
     }
 
     fn accept_all(&mut self) {
