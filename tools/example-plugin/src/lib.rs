@@ -31,6 +31,11 @@ pub mod msgs {
 
 use msgs::*;
 
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
+
 /// One thing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Thing {
