@@ -826,57 +826,81 @@ impl Server {
     pub fn run(&mut self) -> Result<(), ServerRunError> {
         let mut ready: Vec<(u64, Readiness)> = Vec::with_capacity(256);
         while !self.stopping {
-            self.stats.turns += 1;
-            let now = Instant::now();
-            let busy = !self.pending.is_empty()
-                || !self.deferred.is_empty()
-                || self.shm.has_backlog()
-                || self.pivot_eager();
-            let mut timeout = if busy {
-                Some(Duration::ZERO)
-            } else {
-                self.timers.next_timeout(now)
-            };
-            let mut parked = false;
-            if timeout != Some(Duration::ZERO) && !self.shm.is_empty() {
-                let spinning = match self.config.shm_wait {
-                    ShmWait::Poll => true,
-                    ShmWait::Spin(budget) => now.duration_since(self.last_shm_activity) < budget,
-                    ShmWait::Park => false,
-                };
-                if spinning {
-                    // Poll the channels a while before looking at epoll again.
-                    self.spin_shm();
-                    timeout = Some(Duration::ZERO);
-                } else if self.shm.prepare_park() {
-                    parked = true;
-                } else {
-                    timeout = Some(Duration::ZERO);
-                }
-            }
-            ready.clear();
-            let waited = self.poller.wait(timeout, |t, r| ready.push((t, r)));
-            if parked {
-                self.shm.finish_park();
-            }
-            waited.map_err(ServerRunError::Poll)?;
-            if timeout != Some(Duration::ZERO) {
-                self.histogram.record(now.elapsed());
-            }
-            for &(token, r) in &ready {
-                self.on_ready(token, r);
-            }
-            self.poll_shm();
-            self.process_pending();
-            self.flush_outputs();
-            self.flush_shm_backlogs();
-            if self.shm.has_closing() {
-                self.shm.reap_drained();
-            }
-            self.send_pending_fds();
-            self.run_timers();
+            self.turn(&mut ready, None)?;
         }
         self.stop();
+        Ok(())
+    }
+
+    /// Runs one turn of the loop, waiting at most `max_wait` for events; false once the server
+    /// has been asked to stop. For harnesses that drive an in-process server from their own
+    /// thread, one deterministic step at a time (the fuzz targets and their regression tests);
+    /// a server driven this way is not stopped for them: drop it, or call [`Server::run`].
+    #[doc(hidden)]
+    pub fn run_turn(&mut self, max_wait: Duration) -> Result<bool, ServerRunError> {
+        let mut ready = Vec::new();
+        self.turn(&mut ready, Some(max_wait))?;
+        Ok(!self.stopping)
+    }
+
+    /// One turn: wait (at most `max_wait`, if given), handle what is ready, flush, run timers.
+    fn turn(
+        &mut self,
+        ready: &mut Vec<(u64, Readiness)>,
+        max_wait: Option<Duration>,
+    ) -> Result<(), ServerRunError> {
+        self.stats.turns += 1;
+        let now = Instant::now();
+        let busy = !self.pending.is_empty()
+            || !self.deferred.is_empty()
+            || self.shm.has_backlog()
+            || self.pivot_eager();
+        let mut timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            self.timers.next_timeout(now)
+        };
+        if let Some(cap) = max_wait {
+            timeout = Some(timeout.map_or(cap, |t| t.min(cap)));
+        }
+        let mut parked = false;
+        if timeout != Some(Duration::ZERO) && !self.shm.is_empty() {
+            let spinning = match self.config.shm_wait {
+                ShmWait::Poll => true,
+                ShmWait::Spin(budget) => now.duration_since(self.last_shm_activity) < budget,
+                ShmWait::Park => false,
+            };
+            if spinning {
+                // Poll the channels a while before looking at epoll again.
+                self.spin_shm();
+                timeout = Some(Duration::ZERO);
+            } else if self.shm.prepare_park() {
+                parked = true;
+            } else {
+                timeout = Some(Duration::ZERO);
+            }
+        }
+        ready.clear();
+        let waited = self.poller.wait(timeout, |t, r| ready.push((t, r)));
+        if parked {
+            self.shm.finish_park();
+        }
+        waited.map_err(ServerRunError::Poll)?;
+        if timeout != Some(Duration::ZERO) {
+            self.histogram.record(now.elapsed());
+        }
+        for &(token, r) in ready.iter() {
+            self.on_ready(token, r);
+        }
+        self.poll_shm();
+        self.process_pending();
+        self.flush_outputs();
+        self.flush_shm_backlogs();
+        if self.shm.has_closing() {
+            self.shm.reap_drained();
+        }
+        self.send_pending_fds();
+        self.run_timers();
         Ok(())
     }
 
@@ -986,6 +1010,9 @@ impl Server {
                 self.close_client(c, reason);
                 return;
             }
+            // Drained (or not): the interest follows. New output from the requests below is
+            // flushed, and its interest set, at the end of the turn.
+            self.update_interest(c);
         }
         if (r.readable || r.closed) && !self.socket.input_blocked(c) {
             match self.socket.read(c) {
@@ -1001,7 +1028,6 @@ impl Server {
             }
         }
         self.process_client(c);
-        self.update_interest(c);
     }
 
     /// Handles up to a burst of `c`'s frames; remembers it if more remain.
@@ -1064,7 +1090,6 @@ impl Server {
         for c in pending {
             if self.socket.session(c).is_some() {
                 self.process_client(c);
-                self.update_interest(c);
             }
         }
     }
