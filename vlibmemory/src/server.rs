@@ -806,31 +806,19 @@ impl ShmServer {
         }
     }
 
-    /// Announces, on every channel, that the server is about to sleep; false (and nothing
-    /// announced) if a request is already waiting somewhere. Call [`ShmServer::finish_park`]
-    /// after waking.
-    pub fn prepare_park(&mut self) -> bool {
-        let mut parked = Vec::new();
-        let mut all_empty = true;
-        for (id, slot) in self.channels.iter_mut().enumerate() {
-            let Some(ch) = slot.as_mut() else { continue };
-            match ch.rx.queue_mut().prepare_park() {
-                Ok(true) => parked.push(id),
-                // Not empty, or corrupt (the poll reports it): do not sleep.
-                _ => {
-                    all_empty = false;
-                    break;
-                }
-            }
-        }
-        if !all_empty {
-            for id in parked {
-                if let Some(Some(ch)) = self.channels.get_mut(id) {
-                    ch.rx.queue_mut().finish_park();
-                }
-            }
-        }
-        all_empty
+    /// Announces, on every channel, that the server is about to sleep, with one barrier for
+    /// all of them. `None` (nothing announced) if a request is already waiting somewhere, or a
+    /// queue is corrupt (the next poll reports it); `Some(reliable)` otherwise: sleep, for at
+    /// most a millisecond if `reliable` is false, then call [`ShmServer::finish_park`].
+    pub fn prepare_park(&mut self) -> Option<bool> {
+        let mut consumers: Vec<&mut svm::queue::Consumer> = self
+            .channels
+            .iter_mut()
+            .flatten()
+            .filter(|c| c.closing.is_none())
+            .map(|c| c.rx.queue_mut())
+            .collect();
+        svm::queue::prepare_park_all(&mut consumers).ok().flatten()
     }
 
     /// Withdraws the announcement made by [`ShmServer::prepare_park`].
@@ -1052,7 +1040,7 @@ mod tests {
             .create_private(ClientIndex(0x8100_0001), 1, 0, None)
             .unwrap();
         let mut link = ShmLink::from_pivot(fds.memfd, fds.doorbell, WaitPolicy::Poll).unwrap();
-        assert!(s.prepare_park(), "nothing pending");
+        assert!(s.prepare_park().is_some(), "nothing pending");
         link.send(&[0, 7], Duration::from_secs(1)).unwrap();
         let fd = s.doorbell_fd(id).unwrap();
         let mut poll = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
@@ -1064,7 +1052,7 @@ mod tests {
         assert!(s.recv(id, &mut buf).unwrap());
         // With a request waiting, the server must not park.
         link.send(&[0, 8], Duration::from_secs(1)).unwrap();
-        assert!(!s.prepare_park());
+        assert!(s.prepare_park().is_none());
     }
 
     #[test]

@@ -389,6 +389,41 @@ fn announce_park(
     }
 }
 
+/// [`Consumer::prepare_park`] for many queues at once, with one store-load barrier for all of
+/// them instead of one each (the barrier is a system call that interrupts every CPU).
+///
+/// Returns `Ok(Some(reliable))` when every queue is still empty: sleep until a notifier fires
+/// (or, if `reliable` is false, for at most a millisecond), then call
+/// [`Consumer::finish_park`] on each. Returns `Ok(None)` when some queue has elements (nothing
+/// stays announced), and the first corruption found as an error (nothing stays announced).
+#[cfg(not(loom))]
+pub fn prepare_park_all(consumers: &mut [&mut Consumer]) -> Result<Option<bool>, QueueCorrupt> {
+    for c in consumers.iter() {
+        c.mem.header().consumer_parked.0.announce();
+    }
+    let reliable = barrier::heavy();
+    let mut outcome = Ok(Some(reliable));
+    for c in consumers.iter_mut() {
+        match c.still_empty() {
+            Ok(true) => {}
+            Ok(false) => {
+                outcome = Ok(None);
+                break;
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if !matches!(outcome, Ok(Some(_))) {
+        for c in consumers.iter_mut() {
+            c.finish_park();
+        }
+    }
+    outcome
+}
+
 /// Longest sleep when a peer's wake could be missed (see [`barrier`]).
 const UNRELIABLE_NAP: Duration = Duration::from_millis(1);
 
@@ -843,9 +878,17 @@ impl Consumer {
         })
     }
 
-    /// Ends a sleep begun with [`Consumer::prepare_park`].
+    /// Ends a sleep begun with [`Consumer::prepare_park`] or [`prepare_park_all`].
     pub fn finish_park(&mut self) {
         self.mem.header().consumer_parked.0.clear();
+    }
+
+    /// Re-reads the producer's index after an announcement: true when the queue is empty.
+    fn still_empty(&mut self) -> Result<bool, QueueCorrupt> {
+        let tail = self.mem.header().tail.0.load(Ordering::Acquire);
+        let available = checked_occupancy(tail, self.head, self.capacity)?;
+        self.tail_cache = tail;
+        Ok(available == 0)
     }
 
     fn check_elem(&self, len: usize) -> Result<(), QueueRecvError> {

@@ -555,3 +555,27 @@ fn an_epoll_sleeper_is_woken_through_its_eventfd() {
     assert_eq!(got, vec![0, 1, 2]);
     assert!(sleeps >= 1);
 }
+
+#[test]
+fn parking_many_queues_at_once_announces_all_or_none() {
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+
+    let efd =
+        EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).unwrap();
+    let (mut tx1, mut rx1) = process_local_pair(geometry(4, 8)).unwrap();
+    let (mut tx2, mut rx2) = process_local_pair(geometry(4, 8)).unwrap();
+    for tx in [&mut tx1, &mut tx2] {
+        let waker = efd.as_fd().try_clone_to_owned().unwrap();
+        tx.set_notifier(Some(Box::new(EventFdNotifier::new(waker))));
+    }
+    // Both empty: both announced; a send to either rings the doorbell.
+    assert_eq!(prepare_park_all(&mut [&mut rx1, &mut rx2]), Ok(Some(true)));
+    tx2.try_send(&7u64.to_ne_bytes()).unwrap();
+    assert_eq!(efd.read().unwrap(), 1, "the announced sleeper was woken");
+    rx1.finish_park();
+    rx2.finish_park();
+    // One has an element: nothing stays announced, so nobody rings.
+    assert_eq!(prepare_park_all(&mut [&mut rx1, &mut rx2]), Ok(None));
+    tx1.try_send(&8u64.to_ne_bytes()).unwrap();
+    assert!(efd.read().is_err(), "no wake without an announcement");
+}

@@ -874,10 +874,18 @@ impl Server {
                 // Poll the channels a while before looking at epoll again.
                 self.spin_shm();
                 timeout = Some(Duration::ZERO);
-            } else if self.shm.prepare_park() {
-                parked = true;
             } else {
-                timeout = Some(Duration::ZERO);
+                match self.shm.prepare_park() {
+                    Some(reliable) => {
+                        parked = true;
+                        if !reliable {
+                            // A wake could be missed: look again soon.
+                            let nap = Duration::from_millis(1);
+                            timeout = Some(timeout.map_or(nap, |t| t.min(nap)));
+                        }
+                    }
+                    None => timeout = Some(Duration::ZERO),
+                }
             }
         }
         ready.clear();
