@@ -1,10 +1,12 @@
 /* The C side of benches/clients.rs: control_ping through libvlibclient.so.
  *
- *   clients_bench SOCKET sync|pipelined N RUNS
+ *   clients_bench SOCKET|pivot:SOCKET sync|pipelined N RUNS
  *
+ * "pivot:SOCKET" connects, then moves the connection to shared memory (vlc_pivot_to_shm).
  * After one warm-up run, prints "run NS_PER_OP" for each of RUNS timed runs of N operations.
  * sync: one request in flight (alloc, write, read, free). pipelined: up to 256 in flight,
- * buffered with VLC_SEND_MORE and flushed once per refill (what the Rust clients do too).
+ * buffered with VLC_SEND_MORE and flushed once per refill (what the Rust clients do too; on
+ * shared memory each one goes into the segment at once and the flush has nothing to do).
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -72,13 +74,15 @@ static double now_ns(void) {
 
 int main(int argc, char **argv) {
   if (argc != 5) {
-    fprintf(stderr, "usage: clients_bench SOCKET sync|pipelined N RUNS\n");
+    fprintf(stderr, "usage: clients_bench SOCKET|pivot:SOCKET sync|pipelined N RUNS\n");
     return 2;
   }
   long n = atol(argv[3]);
   int runs = atoi(argv[4]);
   int pipelined = strcmp(argv[2], "pipelined") == 0;
-  if (vlc_connect(argv[1], "bench-c", NULL, &c) != VLC_OK) die("connect");
+  int pivot = strncmp(argv[1], "pivot:", 6) == 0;
+  if (vlc_connect(pivot ? argv[1] + 6 : argv[1], "bench-c", NULL, &c) != VLC_OK) die("connect");
+  if (pivot && vlc_pivot_to_shm(c, 0) != VLC_OK) die("pivot");
   ping_id = vlc_msg_id(c, "control_ping_51077d14");
   if (ping_id < 0) die("msg_id");
   for (int r = -1; r < runs; r++) {

@@ -28,10 +28,15 @@
 //! together and then awaited together leave in one write), by [`Client::flush`], or at the
 //! latest by the I/O thread's next turn.
 //!
-//! **Transports.** [`Transport::Socket`] works today. [`Transport::ShmPivot`] and
-//! [`Transport::ShmByName`] go through the shared-memory entry points of
-//! [`vlibclient::conn::Connection`] and fail with [`ConnectError::ShmNotAvailable`] until the
-//! shared-memory transport exists.
+//! **Transports.** [`Transport::Socket`]; [`Transport::ShmPivot`] (the socket, then a private
+//! shared-memory segment: [`vlibclient::conn::Connection::pivot_to_shm`]); and
+//! [`Transport::ShmByName`] (the server's named segment, no socket:
+//! [`vlibclient::conn::Connection::attach_shm`]). Everything above works the same on each:
+//! keepalive pings are answered by the I/O thread's receive path, the server's death is a loss
+//! (after a pivot the socket's EOF says so, attached by name the segment's doorbell losing its
+//! reader; either within about 20 ms), and request timeouts, the health check and reconnection
+//! do not depend on the transport. On shared memory a request is in the segment as soon as it
+//! is made; there is nothing to flush.
 //!
 //! ```no_run
 //! use async_client::{Client, Options};
@@ -147,8 +152,35 @@ pub struct Options {
 impl Options {
     /// A socket connection with defaults: 5 s request timeout, no health check, no reconnect.
     pub fn socket(path: impl Into<PathBuf>, name: &str) -> Self {
+        Self::with_transport(Transport::Socket(path.into()), name)
+    }
+
+    /// The socket, then a pivot to a private segment of the server's default size; otherwise
+    /// as [`Options::socket`].
+    pub fn shm_pivot(path: impl Into<PathBuf>, name: &str) -> Self {
+        Self::with_transport(
+            Transport::ShmPivot {
+                socket: path.into(),
+                segment_size: 0,
+            },
+            name,
+        )
+    }
+
+    /// The server's named segment under `prefix` (its `--shm-prefix`; `None`: `vpe-api`);
+    /// otherwise as [`Options::socket`].
+    pub fn shm_by_name(prefix: Option<&str>, name: &str) -> Self {
+        Self::with_transport(
+            Transport::ShmByName {
+                prefix: prefix.map(str::to_owned),
+            },
+            name,
+        )
+    }
+
+    fn with_transport(transport: Transport, name: &str) -> Self {
         Self {
-            transport: Transport::Socket(path.into()),
+            transport,
             connect: ConnectOptions::new(name),
             request_timeout: Some(Duration::from_secs(5)),
             health_check: None,
@@ -164,8 +196,10 @@ impl Options {
 pub enum ConnectError {
     /// The connection or registration failed.
     Connect(conn::ConnectError),
-    /// The shared-memory transport is not available in this build.
-    ShmNotAvailable,
+    /// Connected, but the pivot to shared memory failed (the socket connection was dropped).
+    Pivot(conn::PivotError),
+    /// Attaching to the named segment failed.
+    Attach(conn::AttachError),
     /// The I/O thread could not be started.
     Thread(String),
 }
@@ -174,7 +208,8 @@ impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Connect(e) => e.fmt(f),
-            Self::ShmNotAvailable => f.write_str(conn::SHM_NOT_AVAILABLE),
+            Self::Pivot(e) => e.fmt(f),
+            Self::Attach(e) => e.fmt(f),
             Self::Thread(e) => write!(f, "cannot start the i/o thread: {e}"),
         }
     }
@@ -184,6 +219,8 @@ impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Connect(e) => Some(e),
+            Self::Pivot(e) => Some(e),
+            Self::Attach(e) => Some(e),
             _ => None,
         }
     }
@@ -717,12 +754,15 @@ fn connect_transport(opts: &Options) -> Result<Connection, ConnectError> {
             segment_size,
         } => {
             let c = Connection::connect(socket, &opts.connect).map_err(ConnectError::Connect)?;
-            c.pivot_to_shm(*segment_size)
-                .map_err(|_| ConnectError::ShmNotAvailable)?;
+            if let Err(e) = c.pivot_to_shm(*segment_size) {
+                c.close(opts.connect.timeout.min(Duration::from_secs(1)));
+                return Err(ConnectError::Pivot(e));
+            }
             Ok(c)
         }
-        Transport::ShmByName { prefix } => Connection::attach_shm(prefix.as_deref(), &opts.connect)
-            .map_err(|_| ConnectError::ShmNotAvailable),
+        Transport::ShmByName { prefix } => {
+            Connection::attach_shm(prefix.as_deref(), &opts.connect).map_err(ConnectError::Attach)
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use async_client::{
 use common::{block_on_for, join_all, poll_once};
 use vlibapi::msgs::memclnt::{ControlPing, ControlPingReply};
 use vlibapi::wire::{self, Message};
-use vlibclient::testing::{FakeOptions, FakeServer, fake_client_index};
+use vlibclient::conn::PivotError;
+use vlibclient::testing::{FakeOptions, FakeServer, FakeShmServer, fake_client_index};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -273,20 +274,85 @@ fn reconnect_backs_off_and_gives_up() {
 }
 
 #[test]
-fn shared_memory_transports_are_not_available_yet() {
-    let server = FakeServer::start("async_shm");
+fn attached_by_name_requests_complete_and_pings_never_surface() {
+    let server = FakeShmServer::start("async_named");
+    let client = Client::connect(Options::shm_by_name(Some(server.prefix()), "async-shm")).unwrap();
+    assert!(client.client_index().is_some_and(|i| i & 0x8000_0000 == 0));
+    let futs: Vec<_> = (0..1000)
+        .map(|_| client.request::<_, ControlPingReply>(&ControlPing::default()))
+        .collect();
+    let replies = join_all(futs);
+    assert!(
+        replies.iter().all(|r| r.is_ok()),
+        "{:?}",
+        replies.iter().find(|r| r.is_err())
+    );
+    assert_eq!(client.in_flight(), 0);
+    // A storm of pings while idle: all answered, in order, none an event.
+    for c in 1..=300 {
+        server.send_keepalive(c);
+    }
+    let replies = server.wait_keepalive_replies(300, LIMIT);
+    assert_eq!(replies, (1..=300).collect::<Vec<u32>>());
+    assert_eq!(client.pings_answered(), 300);
+    let mut events = client.events();
+    assert!(
+        poll_once(&mut events.next()).is_pending(),
+        "a ping surfaced"
+    );
+    client.close();
+    assert!(server.saw_delete(), "close says memclnt_delete");
+}
+
+#[test]
+fn attached_by_name_a_dead_server_fails_requests_in_flight_and_timeouts_still_work() {
+    let mut server = FakeShmServer::start("async_named_dead");
+    let mut o = Options::shm_by_name(Some(server.prefix()), "async-orphan");
+    o.request_timeout = Some(Duration::from_millis(100));
+    let client = Client::connect(o).unwrap();
+    // An unanswered request times out on shared memory as on the socket.
+    server.set_answer_pings(false);
+    let r = block_on_for(
+        LIMIT,
+        client.request::<_, ControlPingReply>(&ControlPing::default()),
+    );
+    assert_eq!(r.unwrap_err(), RequestError::Timeout);
+    // The server dies: what is in flight fails as disconnected, and the client closes.
+    let mut status = client.status_events();
+    let mut req = client.request::<_, ControlPingReply>(&ControlPing::default());
+    assert!(poll_once(&mut req).is_pending());
+    server.kill();
+    assert_eq!(
+        block_on_for(LIMIT, req).unwrap_err(),
+        RequestError::Disconnected
+    );
+    assert!(matches!(
+        block_on_for(LIMIT, status.next()),
+        Some(StatusEvent::Disconnected(_))
+    ));
+    assert_eq!(client.status(), Status::Closed);
+}
+
+#[test]
+fn shared_memory_connect_errors_say_why() {
+    // The fake socket server does not know sock_init_shm: the pivot times out and the client
+    // is not created.
+    let server = FakeServer::start("async_shm_pivot_fail");
     let mut o = opts(&server);
     o.transport = Transport::ShmPivot {
         socket: server.path().to_owned(),
-        segment_size: 64 << 20,
+        segment_size: 0,
     };
-    assert!(matches!(
-        Client::connect(o.clone()),
-        Err(ConnectError::ShmNotAvailable)
-    ));
-    o.transport = Transport::ShmByName { prefix: None };
+    o.connect.timeout = Duration::from_millis(200);
     let e = Client::connect(o).unwrap_err();
-    assert!(e.to_string().contains("not available"), "{e}");
+    assert!(
+        matches!(e, ConnectError::Pivot(PivotError::Timeout { .. })),
+        "{e}"
+    );
+    let prefix = format!("async{}-nobody", std::process::id());
+    let e = Client::connect(Options::shm_by_name(Some(&prefix), "x")).unwrap_err();
+    assert!(matches!(e, ConnectError::Attach(_)), "{e}");
+    assert!(e.to_string().contains("named segment"), "{e}");
 }
 
 #[test]

@@ -36,8 +36,16 @@
  *   vlc_msg_write (which sends and frees) or vlc_msg_free. They are 8-byte aligned.
  *
  * Shared memory
- *   vlc_pivot_to_shm and vlc_attach_shm are the shared-memory entry points. The shared-memory
- *   transport is not available yet: both return VLC_E_NOT_AVAILABLE and change nothing.
+ *   vlc_pivot_to_shm moves a socket connection to a private shared-memory segment; the client
+ *   index changes (read it again with vlc_client_index), the socket stays open, and the server
+ *   closing it is how the library learns that the server has gone. vlc_attach_shm attaches to
+ *   the server's named segment without a socket; there the segment's doorbell losing its reader
+ *   tells the same. Either way a receive looks at the server's liveness at least every 20 ms,
+ *   so a dead server shows as VLC_E_DISCONNECTED, not as a timeout. On shared memory every
+ *   message is sent at once (VLC_SEND_MORE buffers nothing; vlc_flush has nothing to do).
+ *   Attached by name in a process that leaves SIGPIPE at its default action, each send blocks
+ *   SIGPIPE in the calling thread for its duration (a send to a dead server's doorbell raises
+ *   it) and takes back the one it raised.
  */
 #ifndef VLIBCLIENT_H
 #define VLIBCLIENT_H
@@ -58,7 +66,7 @@ extern "C" {
 #define VLC_E_UNKNOWN_MSG (-5)   /* the server's table has no such message */
 #define VLC_E_PROTOCOL (-6)      /* the server broke the protocol */
 #define VLC_E_OS (-7)            /* a system call failed */
-#define VLC_E_NOT_AVAILABLE (-8) /* not in this build (shared memory, for now) */
+#define VLC_E_NOT_AVAILABLE (-8) /* the server does not offer it (shared memory) */
 #define VLC_E_CALLBACK_MODE (-9) /* a receive callback is installed; vlc_read is disabled */
 #define VLC_E_PANIC (-10)        /* internal error */
 
@@ -89,15 +97,21 @@ typedef void (*vlc_rx_fn)(void *user, const void *msg, size_t len);
 int vlc_connect(const char *path, const char *name, const vlc_options_t *opts, vlc_conn_t **out);
 
 /* Connects to the server's named shared-memory segment, /dev/shm/vpe-api (prefix NULL) or
- * /dev/shm/<prefix>-vpe-api, without a socket. Not available yet: VLC_E_NOT_AVAILABLE. */
+ * /dev/shm/<prefix>-vpe-api (the server's --shm-prefix), without a socket: claims a slot, loads
+ * the table the segment publishes, registers (memclnt_create_v2), starts the background thread.
+ * VLC_E_CONNECT when no such segment, no free slot, or its server is gone. */
 int vlc_attach_shm(const char *prefix, const char *name, const vlc_options_t *opts,
                    vlc_conn_t **out);
 
-/* Moves the connection to a private shared-memory segment of segment_size bytes.
- * Not available yet: VLC_E_NOT_AVAILABLE, and the connection stays on the socket. */
+/* Moves the connection to a private shared-memory segment of segment_size bytes (0: the
+ * server's default; at most 4 GiB - 1). Returns once registered over the segment; on failure the
+ * connection stays on the socket. VLC_E_INVAL when already on shared memory or when called from
+ * the receive callback; VLC_E_NOT_AVAILABLE when the server offers no shared memory. Another
+ * thread blocked in vlc_read on the same handle delays it until that read returns. */
 int vlc_pivot_to_shm(vlc_conn_t *c, uint64_t segment_size);
 
-/* Says goodbye (sockclnt_delete), stops the background thread, closes, frees c. NULL: no-op.
+/* Stops the background thread, says goodbye (memclnt_delete on shared memory, then
+ * sockclnt_delete on a socket), closes, frees c. NULL: no-op.
  * Not from inside the receive callback (VLC_E_INVAL, nothing freed). */
 int vlc_disconnect(vlc_conn_t *c);
 

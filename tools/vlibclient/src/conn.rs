@@ -15,16 +15,30 @@
 //! caller, so programs on top of this (C, Python, async Rust) need not know pings exist. The
 //! handling is transport-agnostic: it sits in [`RxGuard::recv_with`], above the transport.
 //!
-//! **Transports.** Every byte goes through the private `Tx` and `Rx` enums, which today have
-//! one variant each, `Socket`. The shared-memory transport plugs in as a second variant of each;
-//! [`Connection::pivot_to_shm`] and [`Connection::attach_shm`] are its entry points and return
-//! [`PivotError::NotAvailable`] / [`AttachError::NotAvailable`] until then.
+//! **Transports.** Every byte goes through the private `Tx` and `Rx` enums: the socket, or a
+//! shared-memory channel (vlibmemory's [`ShmLink`](vlibmemory::client::ShmLink), split into a
+//! send half and a receive half). Two ways onto shared memory, as `vlibsocket::client` does
+//! them:
+//!
+//! - [`Connection::pivot_to_shm`]: from the socket to a private segment (`sock_init_shm`, the
+//!   segment's memfd and doorbell received over the socket, `memclnt_create_v2` over the
+//!   segment). The client index changes. The socket stays open: the server closing it means the
+//!   server is gone, and messages the server still sends to the socket registration are
+//!   received as well.
+//! - [`Connection::attach_shm`]: a slot of the server's named segment, no socket. The server's
+//!   departure shows as its doorbell FIFO losing its reader (see the `liveness` module).
+//!
+//! Either way a receive waits on the shared-memory queue in slices of at most 20 ms, looking
+//! at [`Connection::interrupt`] and at the server's liveness between slices, so the server's
+//! death surfaces as [`RecvError::ServerGone`] within a slice or so, and request timeouts
+//! above this layer keep working.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use vlibclient::conn::{ConnectOptions, Connection, Wait};
 //!
 //! let conn = Connection::connect("/run/vpp/api.sock", &ConnectOptions::new("example"))?;
+//! conn.pivot_to_shm(0)?; // optional: from here on, shared memory
 //! let ping = conn.table().id("control_ping_51077d14").expect("in every table");
 //! let mut msg = ping.to_be_bytes().to_vec();
 //! msg.extend_from_slice(&conn.client_index().to_be_bytes());
@@ -36,7 +50,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -46,17 +60,31 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{self as nixsock, MsgFlags, Shutdown};
+pub use svm::notify::WaitPolicy;
 use vlibapi::msgs::memclnt;
 use vlibapi::wire::{self, Message};
+use vlibmemory::channel::{RecvError as ChannelRecvError, SendError as ChannelSendError};
+use vlibmemory::client::{ShmConnectError, ShmLink, ShmReceiver, ShmSender};
 use vlibsocket::client::{SOCKCLNT_CREATE_ID, SOCKCLNT_CREATE_REPLY_ID};
 use vlibsocket::frame::{self, FrameError, FrameReader, ReadOutcome};
-use vppinfra::socket::SocketConnectError;
-use vppinfra::sync::{Arc, AtomicU64, Mutex, MutexGuard, Ordering};
+use vppinfra::socket::{FdRecvError, SocketConnectError};
+use vppinfra::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
+
+use crate::liveness::{DoorbellWatch, SigpipeShield};
 
 /// The `context` of `sockclnt_create`, as VPP's clients send it.
 const CREATE_CONTEXT: u32 = 0xfeed_face;
+/// The `context` of `sock_init_shm` ("PIVO").
+const PIVOT_CONTEXT: u32 = 0x5049_564f;
+/// The `context` of `memclnt_create_v2` ("MEMC").
+const REGISTER_CONTEXT: u32 = 0x4d45_4d43;
 /// Buffered outgoing bytes past which [`Connection::queue`] writes without waiting for a flush.
 const AUTO_FLUSH_BYTES: usize = 256 << 10;
+/// The longest single wait on the shared-memory queue: between two, a receiver looks at
+/// [`Connection::interrupt`] and at the server's liveness.
+const SHM_SLICE: Duration = Duration::from_millis(20);
+/// The data bytes the server sends with the segment's fds after `sock_init_shm_reply`.
+const FD_MESSAGE_LEN: usize = 5;
 
 /// Connection settings.
 #[derive(Debug, Clone)]
@@ -68,15 +96,18 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// Longest message accepted from the server.
     pub max_message_len: u32,
+    /// How a receive waits on shared memory (spin, then sleep on a futex, by default).
+    pub shm_wait: WaitPolicy,
 }
 
 impl ConnectOptions {
-    /// Defaults: a 5 s timeout (as vpp_papi) and 64 MiB messages.
+    /// Defaults: a 5 s timeout (as vpp_papi), 64 MiB messages, vlibmemory's default wait.
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
             timeout: Duration::from_secs(5),
             max_message_len: 64 << 20,
+            shm_wait: WaitPolicy::default(),
         }
     }
 }
@@ -119,6 +150,14 @@ pub struct MsgTable {
 }
 
 impl MsgTable {
+    fn from_entries(entries: Vec<memclnt::MessageTableEntry>) -> Self {
+        let mut table = Self::default();
+        for e in entries {
+            table.insert(e.name, e.index);
+        }
+        table
+    }
+
     fn insert(&mut self, name_crc: String, id: u16) {
         let slot = usize::from(id);
         if slot >= self.names.len() {
@@ -163,6 +202,11 @@ impl MsgTable {
     pub fn iter(&self) -> impl Iterator<Item = (&str, u16)> + '_ {
         self.ids.iter().map(|(n, &id)| (n.as_str(), id))
     }
+}
+
+/// The ID of `M` in `table`, or the error naming it.
+fn need<M: Message>(table: &MsgTable) -> Result<u16, &'static str> {
+    table.id_of::<M>().ok_or(M::NAME_CRC)
 }
 
 /// Why [`Connection::connect`] failed.
@@ -239,12 +283,14 @@ pub enum SendError {
         /// Its length.
         len: usize,
     },
-    /// The server closed the connection.
+    /// The server closed the connection (or is known to be gone).
     ServerGone,
     /// The server did not take the bytes within the timeout; nothing was written.
     Timeout,
     /// An earlier send was cut mid-frame, so the byte stream is unusable.
     Broken,
+    /// The shared-memory channel is corrupt (the server's side wrote nonsense into it).
+    Corrupt,
     /// A system call failed.
     Os(Errno),
 }
@@ -256,6 +302,7 @@ impl fmt::Display for SendError {
             Self::ServerGone => f.write_str("the server closed the connection"),
             Self::Timeout => f.write_str("timed out: the server is not reading"),
             Self::Broken => f.write_str("the connection is broken by an earlier partial write"),
+            Self::Corrupt => f.write_str("the shared-memory channel is corrupt"),
             Self::Os(e) => write!(f, "send failed: {e}"),
         }
     }
@@ -270,14 +317,27 @@ impl std::error::Error for SendError {
     }
 }
 
+/// A vlibmemory send failure as this layer reports it. A shared-memory send either goes
+/// through whole or not at all, so none of these breaks the stream.
+fn shm_send_error(e: ChannelSendError) -> SendError {
+    match e {
+        ChannelSendError::TooLarge(len) => SendError::BadLength { len },
+        ChannelSendError::Corrupt(_) => SendError::Corrupt,
+        _ => SendError::Timeout,
+    }
+}
+
 /// Why receiving failed. Every variant but [`RecvError::Keepalive`] is final for the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecvError {
-    /// The server closed the connection.
+    /// The server closed the connection (or is gone, or the connection was shut down).
     ServerGone,
     /// The server broke the framing rules.
     Framing(FrameError),
+    /// The server broke the shared-memory channel: a corrupt queue, or a message buffer that
+    /// is not one (what was wrong, briefly).
+    Channel(&'static str),
     /// The answer to a keepalive ping could not be sent.
     Keepalive(SendError),
     /// A system call failed.
@@ -289,6 +349,7 @@ impl fmt::Display for RecvError {
         match self {
             Self::ServerGone => f.write_str("the server closed the connection"),
             Self::Framing(e) => write!(f, "bad frame from server: {e}"),
+            Self::Channel(what) => write!(f, "bad shared-memory channel: {what}"),
             Self::Keepalive(e) => write!(f, "cannot answer a keepalive ping: {e}"),
             Self::Os(e) => write!(f, "receive failed: {e}"),
         }
@@ -306,60 +367,201 @@ impl std::error::Error for RecvError {
     }
 }
 
-/// The message shown for every shared-memory entry point until the transport exists.
-pub const SHM_NOT_AVAILABLE: &str =
-    "the shared-memory transport is not available yet (the vlibmemory client is not written)";
+/// A vlibmemory receive failure (other than a timeout) as this layer reports it.
+fn shm_recv_error(e: &ChannelRecvError) -> RecvError {
+    RecvError::Channel(match e {
+        ChannelRecvError::Corrupt(_) => "corrupt queue",
+        ChannelRecvError::BadOffset(_) => "a message offset that is no buffer",
+        ChannelRecvError::BadLength { .. } => "a message longer than its buffer",
+        ChannelRecvError::TooShort(_) => "a message shorter than a message id",
+        ChannelRecvError::Heap(_) => "a heap block the heap refused",
+        _ => "an unexpected receive failure",
+    })
+}
 
-/// Why [`Connection::pivot_to_shm`] failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why registering over shared memory (`memclnt_create_v2`) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShmRegisterError {
+    /// The client name does not fit `memclnt_create_v2`.
+    InvalidName(String),
+    /// The server's table lacks `memclnt_create_v2` or its reply (this `name_crc`).
+    UnknownMessage(&'static str),
+    /// The request could not be sent.
+    Send(SendError),
+    /// The channel failed while waiting for the reply.
+    Recv(RecvError),
+    /// No reply within the timeout.
+    Timeout,
+    /// The reply could not be decoded.
+    BadReply(String),
+    /// The server said no.
+    Refused {
+        /// The reply's `response`.
+        response: i32,
+    },
+}
+
+impl fmt::Display for ShmRegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidName(why) => write!(f, "invalid client name: {why}"),
+            Self::UnknownMessage(m) => write!(f, "the server does not know {m}"),
+            Self::Send(e) => write!(f, "cannot send memclnt_create_v2: {e}"),
+            Self::Recv(e) => write!(f, "waiting for memclnt_create_v2_reply: {e}"),
+            Self::Timeout => f.write_str("timed out waiting for memclnt_create_v2_reply"),
+            Self::BadReply(why) => write!(f, "bad memclnt_create_v2_reply: {why}"),
+            Self::Refused { response } => write!(
+                f,
+                "the server refused the shared-memory registration (response {response})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ShmRegisterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Send(e) => Some(e),
+            Self::Recv(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Connection::pivot_to_shm`] failed. The connection stays on the socket, usable,
+/// unless the error says the server has gone.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum PivotError {
-    /// This build has no shared-memory transport; the connection is unchanged.
-    NotAvailable,
+    /// The connection is on shared memory already (pivoted, or attached by name).
+    AlreadyShm,
+    /// Asked from inside a receive callback, which would wait for itself.
+    InsideCallback,
+    /// `sock_init_shm` asks for at most 4 GiB - 1 bytes.
+    BadSize(u64),
+    /// The server's table lacks a message the pivot needs (this `name_crc`): it offers no
+    /// shared memory.
+    UnknownMessage(&'static str),
+    /// `sock_init_shm` could not be sent.
+    Send(SendError),
+    /// The socket failed while waiting for the reply or the fds.
+    Recv(RecvError),
+    /// No `sock_init_shm_reply`, or no fds, within the timeout.
+    Timeout {
+        /// What was awaited.
+        waiting_for: &'static str,
+    },
+    /// The server refused (`sock_init_shm_reply.retval`, e.g. -70 for a bad size).
+    Refused {
+        /// The reply's retval.
+        retval: i32,
+    },
+    /// The server did not send what a pivot sends (a decodable reply, a memfd and a doorbell).
+    Handshake(String),
+    /// The segment could not be attached.
+    Shm(ShmConnectError),
+    /// The registration over the segment failed.
+    Register(ShmRegisterError),
 }
 
 impl fmt::Display for PivotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotAvailable => f.write_str(SHM_NOT_AVAILABLE),
+            Self::AlreadyShm => f.write_str("the connection is on shared memory already"),
+            Self::InsideCallback => {
+                f.write_str("cannot move to shared memory from inside the receive callback")
+            }
+            Self::BadSize(n) => write!(f, "a segment of {n} bytes cannot be asked for"),
+            Self::UnknownMessage(m) => write!(
+                f,
+                "the server offers no shared memory (its table has no {m})"
+            ),
+            Self::Send(e) => write!(f, "cannot send sock_init_shm: {e}"),
+            Self::Recv(e) => write!(f, "pivot: {e}"),
+            Self::Timeout { waiting_for } => write!(f, "timed out waiting for {waiting_for}"),
+            Self::Refused { retval } => {
+                write!(f, "the server refused the pivot (retval {retval})")
+            }
+            Self::Handshake(why) => write!(f, "pivot handshake failed: {why}"),
+            Self::Shm(e) => write!(f, "shared memory: {e}"),
+            Self::Register(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for PivotError {}
+impl std::error::Error for PivotError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Send(e) => Some(e),
+            Self::Recv(e) => Some(e),
+            Self::Shm(e) => Some(e),
+            Self::Register(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Why [`Connection::attach_shm`] failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum AttachError {
-    /// This build has no shared-memory transport.
-    NotAvailable,
+    /// No named segment to attach to (no server with this prefix publishes one), no free
+    /// slot, or a segment that is not valid.
+    Shm(ShmConnectError),
+    /// The segment's doorbell has no reader: the server that made the segment is gone.
+    ServerGone,
+    /// The doorbell could not be opened.
+    Os(Errno),
+    /// The segment publishes no usable message table.
+    Table(String),
+    /// The registration failed.
+    Register(ShmRegisterError),
 }
 
 impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotAvailable => f.write_str(SHM_NOT_AVAILABLE),
+            Self::Shm(e) => write!(f, "cannot attach to the named segment: {e}"),
+            Self::ServerGone => f.write_str("the server of the named segment is gone"),
+            Self::Os(e) => write!(f, "cannot open the segment's doorbell: {e}"),
+            Self::Table(why) => write!(f, "bad message table in the named segment: {why}"),
+            Self::Register(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for AttachError {}
+impl std::error::Error for AttachError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Shm(e) => Some(e),
+            Self::Os(e) => Some(e),
+            Self::Register(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// The send half of a transport.
+// One per connection, behind its lock: boxing the shared-memory variant would only add a
+// pointer chase to every message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Tx {
     Socket(SocketTx),
-    // Integration point: `Shm(vlibmemory client's send side)`, allocating from the segment's
-    // rings and enqueueing to the server's input queue.
+    Shm(ShmTx),
+    /// After [`Connection::close`] of a connection without a socket: nothing left to send on.
+    Closed,
 }
 
 /// The receive half of a transport.
+#[allow(clippy::large_enum_variant)] // as `Tx`
 #[derive(Debug)]
 enum Rx {
     Socket(SocketRx),
-    // Integration point: `Shm(vlibmemory client's receive side)`, waiting on the client's input
-    // queue with a deadline and checking `Connection::wake` between waits.
+    Shm(ShmRx),
+    /// See [`Tx::Closed`].
+    Closed,
 }
 
 #[derive(Debug)]
@@ -410,12 +612,247 @@ impl SocketTx {
         self.out.clear();
         r
     }
+
+    /// Buffers one framed message.
+    fn queue(&mut self, msg: &[u8]) {
+        self.out.extend_from_slice(&frame::header(msg.len() as u32));
+        self.out.extend_from_slice(msg);
+    }
+}
+
+/// The send half on shared memory: every message goes into the segment at once.
+#[derive(Debug)]
+struct ShmTx {
+    sender: ShmSender,
+    /// How long a send may wait for room in the rings and the queue.
+    timeout: Duration,
+    /// After a pivot: the socket, for the socket registration's goodbye.
+    socket: Option<SocketTx>,
+    /// Attached by name, in a process that would die of `SIGPIPE`.
+    sigpipe: Option<SigpipeShield>,
+}
+
+impl ShmTx {
+    fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        let (sender, timeout) = (&mut self.sender, self.timeout);
+        let r = match &self.sigpipe {
+            Some(shield) => shield.run(|| sender.send(msg, timeout)),
+            None => sender.send(msg, timeout),
+        };
+        r.map_err(shm_send_error)
+    }
 }
 
 #[derive(Debug)]
 struct SocketRx {
     fd: Arc<OwnedFd>,
     reader: FrameReader,
+    /// Whole messages taken from the reader during a pivot (they arrived before the pivot's
+    /// reply), handed out before anything else.
+    held: VecDeque<Vec<u8>>,
+    /// The held message being handed out.
+    current: Vec<u8>,
+}
+
+impl SocketRx {
+    fn new(fd: Arc<OwnedFd>, max_message_len: u32) -> Self {
+        Self {
+            fd,
+            reader: FrameReader::new(max_message_len),
+            held: VecDeque::new(),
+            current: Vec::new(),
+        }
+    }
+
+    /// True when [`SocketRx::next`] has a message (or a framing error) without reading.
+    fn ready(&self) -> bool {
+        !self.held.is_empty() || self.reader.frame_ready()
+    }
+
+    /// The next whole message, waiting until `deadline` (`None`: no limit). `Ok(None)` when the
+    /// deadline passed or `wake` was signalled.
+    fn next(
+        &mut self,
+        deadline: Option<Instant>,
+        wake: Option<&EventFd>,
+    ) -> Result<Option<&[u8]>, RecvError> {
+        if let Some(m) = self.held.pop_front() {
+            self.current = m;
+            return Ok(Some(&self.current));
+        }
+        loop {
+            if self.reader.frame_ready() {
+                return self.reader.next_frame().map_err(RecvError::Framing);
+            }
+            let mut fds = vec![PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            if let Some(w) = wake {
+                fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+            }
+            match nix::poll::poll(&mut fds, poll_timeout(deadline)) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(RecvError::Os(e)),
+            }
+            let sock_ready = fds[0].any().unwrap_or(false);
+            let woken = fds.get(1).is_some_and(|f| f.any().unwrap_or(false));
+            drop(fds);
+            if let (true, Some(w)) = (woken, wake) {
+                // Reset the eventfd; a concurrent interrupt re-arms it, which at worst makes a
+                // later wait return early once.
+                let _ = w.read();
+                return Ok(None);
+            }
+            if !sock_ready {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(None);
+                }
+                continue;
+            }
+            self.read_once()?;
+        }
+    }
+
+    /// One read of whatever the socket has (it was reported readable).
+    fn read_once(&mut self) -> Result<(), RecvError> {
+        match self.reader.read_from(&*self.fd) {
+            Ok(ReadOutcome::Data(_)) | Ok(ReadOutcome::WouldBlock) => Ok(()),
+            Ok(ReadOutcome::Eof) => Err(RecvError::ServerGone),
+            Err(Errno::ECONNRESET) => Err(RecvError::ServerGone),
+            Err(e) => Err(RecvError::Os(e)),
+        }
+    }
+}
+
+/// A poll timeout that ends at `deadline` (rounded up, so that a wait never ends just short of
+/// it); `None` waits without limit.
+fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
+    match deadline {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            let ms = left.as_nanos().div_ceil(1_000_000);
+            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+/// How a shared-memory receiver learns that the server has gone.
+#[derive(Debug)]
+enum Liveness {
+    /// After a pivot: the socket, whose EOF means the server is gone. It is read too, since
+    /// the server may still send to the socket registration (and messages that arrived before
+    /// the pivot's reply wait there).
+    Socket(SocketRx),
+    /// Attached by name: the doorbell FIFO, which loses its reader when the server dies.
+    Doorbell(DoorbellWatch),
+}
+
+/// The receive half on shared memory.
+#[derive(Debug)]
+struct ShmRx {
+    receiver: ShmReceiver,
+    /// The message being handed out.
+    buf: Vec<u8>,
+    liveness: Liveness,
+}
+
+/// What a look at the wake and liveness descriptors found.
+enum Look {
+    /// [`Connection::interrupt`] was called.
+    Woken,
+    /// A whole message arrived on the socket.
+    SocketMessage,
+    /// Nothing.
+    Quiet,
+}
+
+impl ShmRx {
+    /// Waits until `deadline` for the next message and leaves it in `self.buf` (`Ok(true)`).
+    /// `Ok(false)`: the deadline passed or `wake` was signalled.
+    fn next(
+        &mut self,
+        deadline: Option<Instant>,
+        wake: &EventFd,
+        closed: &AtomicBool,
+    ) -> Result<bool, RecvError> {
+        loop {
+            if closed.load(Ordering::Acquire) {
+                return Err(RecvError::ServerGone);
+            }
+            if let Liveness::Socket(s) = &mut self.liveness {
+                if s.ready() {
+                    if let Some(m) = s.next(Some(Instant::now()), None)? {
+                        self.buf.clear();
+                        self.buf.extend_from_slice(m);
+                        return Ok(true);
+                    }
+                }
+            }
+            match self.receiver.try_recv(&mut self.buf) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => return Err(shm_recv_error(&e)),
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                // Nothing now: one look at the wake and the server before giving up.
+                match self.look(wake)? {
+                    Look::SocketMessage => continue,
+                    Look::Woken | Look::Quiet => return Ok(false),
+                }
+            }
+            let slice = left.map_or(SHM_SLICE, |l| l.min(SHM_SLICE));
+            match self.receiver.recv(&mut self.buf, slice) {
+                Ok(()) => return Ok(true),
+                Err(ChannelRecvError::Timeout) => {}
+                Err(e) => return Err(shm_recv_error(&e)),
+            }
+            if let Look::Woken = self.look(wake)? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Looks, without waiting, at `wake` and at the server's liveness.
+    fn look(&mut self, wake: &EventFd) -> Result<Look, RecvError> {
+        let (woken, other) = {
+            let mut fds = [
+                PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+                match &self.liveness {
+                    Liveness::Socket(s) => PollFd::new(s.fd.as_fd(), PollFlags::POLLIN),
+                    Liveness::Doorbell(d) => PollFd::new(d.fd(), PollFlags::POLLOUT),
+                },
+            ];
+            match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(RecvError::Os(e)),
+            }
+            (fds[0].any().unwrap_or(false), fds[1].revents())
+        };
+        if woken {
+            let _ = wake.read();
+            return Ok(Look::Woken);
+        }
+        match &mut self.liveness {
+            Liveness::Socket(s) => {
+                let readable = other.is_some_and(|r| {
+                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                });
+                if readable {
+                    s.read_once()?;
+                    if s.ready() {
+                        return Ok(Look::SocketMessage);
+                    }
+                }
+            }
+            Liveness::Doorbell(_) => {
+                if crate::liveness::gone_in(other) {
+                    return Err(RecvError::ServerGone);
+                }
+            }
+        }
+        Ok(Look::Quiet)
+    }
 }
 
 impl Rx {
@@ -425,54 +862,107 @@ impl Rx {
         &mut self,
         deadline: Option<Instant>,
         wake: &EventFd,
+        closed: &AtomicBool,
     ) -> Result<Option<&[u8]>, RecvError> {
         match self {
-            Rx::Socket(s) => loop {
-                if s.reader.frame_ready() {
-                    return s.reader.next_frame().map_err(RecvError::Framing);
+            Rx::Socket(s) => s.next(deadline, Some(wake)),
+            Rx::Shm(s) => {
+                let got = s.next(deadline, wake, closed)?;
+                // Shut down while waiting: what arrived meanwhile (the answer to the goodbye
+                // that shutdown sent, say) is not for the caller.
+                if closed.load(Ordering::Acquire) {
+                    return Err(RecvError::ServerGone);
                 }
-                let timeout = match deadline {
-                    None => PollTimeout::NONE,
-                    Some(d) => {
-                        let left = d.saturating_duration_since(Instant::now());
-                        // Round up so that a wait never ends just short of its deadline.
-                        let ms = left.as_nanos().div_ceil(1_000_000);
-                        PollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
-                            .unwrap_or(PollTimeout::MAX)
-                    }
-                };
-                let mut fds = [
-                    PollFd::new(s.fd.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(wake.as_fd(), PollFlags::POLLIN),
-                ];
-                match nix::poll::poll(&mut fds, timeout) {
-                    Ok(_) => {}
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(RecvError::Os(e)),
-                }
-                let sock_ready = fds[0].any().unwrap_or(false);
-                let woken = fds[1].any().unwrap_or(false);
-                if woken {
-                    // Reset the eventfd; a concurrent interrupt re-arms it, which at worst
-                    // makes a later wait return early once.
-                    let _ = wake.read();
-                    return Ok(None);
-                }
-                if !sock_ready {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Ok(None);
-                    }
-                    continue;
-                }
-                match s.reader.read_from(&*s.fd) {
-                    Ok(ReadOutcome::Data(_)) | Ok(ReadOutcome::WouldBlock) => {}
-                    Ok(ReadOutcome::Eof) => return Err(RecvError::ServerGone),
-                    Err(Errno::ECONNRESET) => return Err(RecvError::ServerGone),
-                    Err(e) => return Err(RecvError::Os(e)),
-                }
-            },
+                Ok(got.then_some(&s.buf[..]))
+            }
+            Rx::Closed => Err(RecvError::ServerGone),
         }
     }
+}
+
+/// Sends `msg` on the shared-memory half and waits until `deadline` for the message with ID
+/// `reply_id` and context `context` (others are dropped: nothing else can come before a
+/// registration). Used for the registration, before the halves are in a connection.
+fn shm_request(
+    tx: &mut ShmTx,
+    rx: &mut ShmReceiver,
+    msg: &[u8],
+    reply_id: u16,
+    context: u32,
+    deadline: Instant,
+) -> Result<Vec<u8>, ShmRegisterError> {
+    tx.send(msg).map_err(ShmRegisterError::Send)?;
+    let mut buf = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ShmRegisterError::Timeout);
+        }
+        match rx.recv(&mut buf, left.min(SHM_SLICE)) {
+            Ok(()) => {}
+            Err(ChannelRecvError::Timeout) => continue,
+            Err(e) => return Err(ShmRegisterError::Recv(shm_recv_error(&e))),
+        }
+        let ctx = buf
+            .get(2..6)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        if wire::msg_id(&buf) == Some(reply_id) && ctx == Some(context) {
+            return Ok(buf);
+        }
+    }
+}
+
+/// Registers over a fresh shared-memory link with `memclnt_create_v2 { keepalive: true }`, as
+/// `vlibsocket::client` does; returns the new client index.
+#[doc(alias = "vl_client_connect")]
+fn register_shm(
+    tx: &mut ShmTx,
+    rx: &mut ShmReceiver,
+    table: &MsgTable,
+    name: &str,
+    timeout: Duration,
+) -> Result<u32, ShmRegisterError> {
+    let create_id =
+        need::<memclnt::MemclntCreateV2>(table).map_err(ShmRegisterError::UnknownMessage)?;
+    let reply_id =
+        need::<memclnt::MemclntCreateV2Reply>(table).map_err(ShmRegisterError::UnknownMessage)?;
+    let create = memclnt::MemclntCreateV2 {
+        context: REGISTER_CONTEXT,
+        name: name.to_owned(),
+        keepalive: true,
+        ..Default::default()
+    };
+    let msg = wire::to_vec(&create, create_id)
+        .map_err(|e| ShmRegisterError::InvalidName(e.to_string()))?;
+    let deadline = Instant::now() + timeout;
+    let reply = shm_request(tx, rx, &msg, reply_id, REGISTER_CONTEXT, deadline)?;
+    let reply = memclnt::MemclntCreateV2Reply::decode(&reply)
+        .map_err(|e| ShmRegisterError::BadReply(e.to_string()))?;
+    if reply.response != 0 {
+        return Err(ShmRegisterError::Refused {
+            response: reply.response,
+        });
+    }
+    Ok(reply.index)
+}
+
+/// Splits a fresh link into the two halves of a connection (the receive half's liveness and
+/// the send half's shield are the caller's to add).
+fn shm_halves(
+    link: ShmLink,
+    timeout: Duration,
+    sigpipe: Option<SigpipeShield>,
+) -> (ShmTx, ShmReceiver) {
+    let (sender, receiver) = link.split();
+    (
+        ShmTx {
+            sender,
+            timeout,
+            socket: None,
+            sigpipe,
+        },
+        receiver,
+    )
 }
 
 /// One registered connection to the API server.
@@ -483,12 +973,21 @@ pub struct Connection {
     /// Wakes a receiver waiting in [`Rx::next`].
     wake: EventFd,
     table: MsgTable,
-    index: u32,
+    /// The current registration's index (it changes with a pivot).
+    index: AtomicU32,
+    /// The socket registration's index; `None` when attached by name.
+    socket_index: Option<u32>,
     /// IDs of `memclnt_keepalive` and its reply, when the server's table has them.
     keepalive: Option<(u16, u16)>,
     pings_answered: AtomicU64,
-    /// The socket, for `shutdown`.
-    socket: Arc<OwnedFd>,
+    /// The socket, for `shutdown`; `None` when attached by name.
+    socket: Option<Arc<OwnedFd>>,
+    /// Set by [`Connection::shutdown`] and once the server is known to be gone: shared-memory
+    /// receives and sends fail at once from then on.
+    closed: AtomicBool,
+    name: String,
+    timeout: Duration,
+    shm_wait: WaitPolicy,
     max_message_len: u32,
     path: PathBuf,
 }
@@ -522,21 +1021,17 @@ impl Connection {
             out: Vec::with_capacity(4096),
             broken: false,
         };
-        let mut rx = Rx::Socket(SocketRx {
-            fd: fd.clone(),
-            reader: FrameReader::new(opts.max_message_len),
-        });
+        let mut rx = SocketRx::new(fd.clone(), opts.max_message_len);
         let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(ConnectError::Os)?;
-        tx.out.extend_from_slice(&frame::header(msg.len() as u32));
-        tx.out.extend_from_slice(&msg);
+        tx.queue(&msg);
         tx.flush().map_err(|e| match e {
             SendError::Timeout => ConnectError::Timeout,
             SendError::Os(e) => ConnectError::Os(e),
             _ => ConnectError::ServerGone,
         })?;
         let deadline = Instant::now() + opts.timeout;
-        let reply = match rx.next(Some(deadline), &wake) {
+        let reply = match rx.next(Some(deadline), None) {
             Ok(Some(m)) => m.to_vec(),
             Ok(None) => return Err(ConnectError::Timeout),
             Err(RecvError::Framing(e)) => return Err(ConnectError::Framing(e)),
@@ -556,57 +1051,193 @@ impl Connection {
                 response: reply.response,
             });
         }
-        let mut table = MsgTable::default();
-        for e in reply.message_table {
-            table.insert(e.name, e.index);
-        }
+        let table = MsgTable::from_entries(reply.message_table);
+        Ok(Self::assemble(
+            Tx::Socket(tx),
+            Rx::Socket(rx),
+            wake,
+            table,
+            reply.index,
+            Some(fd),
+            opts,
+            path,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        tx: Tx,
+        rx: Rx,
+        wake: EventFd,
+        table: MsgTable,
+        index: u32,
+        socket: Option<Arc<OwnedFd>>,
+        opts: &ConnectOptions,
+        path: PathBuf,
+    ) -> Self {
         let keepalive = table
             .id_of::<memclnt::MemclntKeepalive>()
             .zip(table.id_of::<memclnt::MemclntKeepaliveReply>());
-        Ok(Self {
-            tx: Mutex::new(Tx::Socket(tx)),
+        Self {
+            tx: Mutex::new(tx),
             rx: Mutex::new(rx),
             wake,
             table,
-            index: reply.index,
+            index: AtomicU32::new(index),
+            socket_index: socket.is_some().then_some(index),
             keepalive,
             pings_answered: AtomicU64::new(0),
-            socket: fd,
+            socket,
+            closed: AtomicBool::new(false),
+            name: opts.name.clone(),
+            timeout: opts.timeout,
+            shm_wait: opts.shm_wait,
             max_message_len: opts.max_message_len,
             path,
-        })
+        }
     }
 
-    /// Pivots this connection from the socket to a private shared-memory segment.
+    /// Moves this connection from the socket to a private shared-memory segment of
+    /// `segment_size` bytes (0: the server's default), as `vlibsocket::client` does: asks with
+    /// `sock_init_shm`, reads the reply (and nothing more) from the socket, receives the
+    /// segment's memfd and doorbell, attaches, and registers over the segment with
+    /// `memclnt_create_v2 { keepalive: true }`. From then on every message travels through the
+    /// segment, and requests carry the new [`Connection::client_index`].
     ///
-    /// Not available yet: returns [`PivotError::NotAvailable`] and leaves the connection as it
-    /// was (nothing is sent to the server).
+    /// A receiver waiting in another thread is interrupted so that it gives the receive half
+    /// up; one that takes it again at once delays the pivot until its wait ends. Messages that
+    /// arrive on the socket meanwhile are kept and received as usual. On failure the connection
+    /// stays on the socket (a server that created the segment before the failure keeps it until
+    /// the socket closes, and refuses a second pivot).
     #[doc(alias = "vl_socket_client_init_shm")]
     pub fn pivot_to_shm(&self, segment_size: u64) -> Result<(), PivotError> {
-        // Integration point for the shared-memory transport: lock `rx` then `tx` (the lock
-        // order used everywhere), run vlibsocket's pivot on this socket (sock_init_shm, receive
-        // the memfd, memclnt_create in the segment) and replace both halves with their `Shm`
-        // variants. The table and client index may change; update them with the halves.
-        let _ = segment_size;
-        Err(PivotError::NotAvailable)
+        let requested_size =
+            u32::try_from(segment_size).map_err(|_| PivotError::BadSize(segment_size))?;
+        let init_id =
+            need::<memclnt::SockInitShm>(&self.table).map_err(PivotError::UnknownMessage)?;
+        let reply_id =
+            need::<memclnt::SockInitShmReply>(&self.table).map_err(PivotError::UnknownMessage)?;
+        // Checked before anything is sent: a server that cannot register us is left alone.
+        need::<memclnt::MemclntCreateV2>(&self.table).map_err(PivotError::UnknownMessage)?;
+        need::<memclnt::MemclntCreateV2Reply>(&self.table).map_err(PivotError::UnknownMessage)?;
+        self.interrupt();
+        let mut rx = lock(&self.rx);
+        // The interrupt has done its work (whoever waited gave the receive half up); left
+        // armed, it would cut the next wait short.
+        let _ = self.wake.read();
+        let mut tx = lock(&self.tx);
+        let (Tx::Socket(stx), Rx::Socket(srx)) = (&mut *tx, &mut *rx) else {
+            return Err(PivotError::AlreadyShm);
+        };
+        let req = memclnt::SockInitShm {
+            client_index: self.client_index(),
+            context: PIVOT_CONTEXT,
+            requested_size,
+            ..Default::default()
+        };
+        let msg = wire::to_vec(&req, init_id).map_err(|e| PivotError::Handshake(e.to_string()))?;
+        stx.queue(&msg);
+        stx.flush().map_err(PivotError::Send)?;
+        let deadline = Instant::now() + self.timeout;
+        let reply = read_pivot_reply(srx, reply_id, deadline)?;
+        if reply.retval != 0 {
+            return Err(PivotError::Refused {
+                retval: reply.retval,
+            });
+        }
+        let (memfd, doorbell) = receive_segment_fds(srx, deadline)?;
+        let link = ShmLink::from_pivot(memfd, doorbell, self.shm_wait).map_err(PivotError::Shm)?;
+        let (mut shm_tx, mut receiver) = shm_halves(link, self.timeout, None);
+        let index = register_shm(
+            &mut shm_tx,
+            &mut receiver,
+            &self.table,
+            &self.name,
+            self.timeout,
+        )
+        .map_err(PivotError::Register)?;
+        let old_tx = std::mem::replace(&mut *tx, Tx::Closed);
+        let old_rx = std::mem::replace(&mut *rx, Rx::Closed);
+        match (old_tx, old_rx) {
+            (Tx::Socket(stx), Rx::Socket(srx)) => {
+                shm_tx.socket = Some(stx);
+                *tx = Tx::Shm(shm_tx);
+                *rx = Rx::Shm(ShmRx {
+                    receiver,
+                    buf: Vec::new(),
+                    liveness: Liveness::Socket(srx),
+                });
+            }
+            (t, r) => {
+                // Not reachable: both halves were checked under the same locks.
+                *tx = t;
+                *rx = r;
+                return Err(PivotError::AlreadyShm);
+            }
+        }
+        self.index.store(index, Ordering::Release);
+        Ok(())
     }
 
     /// Connects to the server's named shared-memory API segment, without a socket:
     /// `/dev/shm/vpe-api`, or `/dev/shm/<prefix>-vpe-api` (the server's `--shm-prefix`).
+    /// Claims a free slot, loads the message table the segment publishes, and registers with
+    /// `memclnt_create_v2 { keepalive: true }`.
     ///
-    /// Not available yet: returns [`AttachError::NotAvailable`].
+    /// With no socket, the server's departure is seen through the segment's doorbell FIFO
+    /// (see the `liveness` module), and in a process that leaves `SIGPIPE` at its default
+    /// action, sends block `SIGPIPE` for their duration, so that writing to the doorbell of a
+    /// dead server does not kill the program.
     #[doc(alias = "vl_client_connect_to_vlib")]
     pub fn attach_shm(prefix: Option<&str>, opts: &ConnectOptions) -> Result<Self, AttachError> {
-        // Integration point: attach by name with the vlibmemory client and build a
-        // `Connection` whose halves are the `Shm` variants.
-        let _ = (prefix, opts);
-        Err(AttachError::NotAvailable)
+        let sigpipe = SigpipeShield::if_needed();
+        let attach = || ShmLink::attach_named(prefix, opts.shm_wait);
+        let link = match &sigpipe {
+            Some(shield) => shield.run(attach),
+            None => attach(),
+        }
+        .map_err(AttachError::Shm)?;
+        let doorbell = DoorbellWatch::open(prefix).map_err(|e| match e {
+            Errno::ENXIO => AttachError::ServerGone,
+            e => AttachError::Os(e),
+        })?;
+        let published = link
+            .published_table()
+            .ok_or_else(|| AttachError::Table("the segment publishes none".into()))?;
+        let entries = memclnt::SockclntCreateReply::decode(published)
+            .map_err(|e| AttachError::Table(e.to_string()))?
+            .message_table;
+        let table = MsgTable::from_entries(entries);
+        let path = vlibmemory::server::named_segment_name(prefix)
+            .map(|n| n.path())
+            .unwrap_or_default();
+        let (mut tx, mut receiver) = shm_halves(link, opts.timeout, sigpipe);
+        let index = register_shm(&mut tx, &mut receiver, &table, &opts.name, opts.timeout)
+            .map_err(AttachError::Register)?;
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(AttachError::Os)?;
+        let rx = ShmRx {
+            receiver,
+            buf: Vec::new(),
+            liveness: Liveness::Doorbell(doorbell),
+        };
+        Ok(Self::assemble(
+            Tx::Shm(tx),
+            Rx::Shm(rx),
+            wake,
+            table,
+            index,
+            None,
+            opts,
+            path,
+        ))
     }
 
     /// The transport in use.
     pub fn transport(&self) -> TransportKind {
         match &*lock(&self.tx) {
             Tx::Socket(_) => TransportKind::Socket,
+            Tx::Shm(_) | Tx::Closed => TransportKind::SharedMemory,
         }
     }
 
@@ -615,12 +1246,13 @@ impl Connection {
         &self.table
     }
 
-    /// The index the server gave this client; requests carry it as `client_index`.
+    /// The index the server gave this client's current registration; requests carry it as
+    /// `client_index`. It changes with [`Connection::pivot_to_shm`].
     pub fn client_index(&self) -> u32 {
-        self.index
+        self.index.load(Ordering::Acquire)
     }
 
-    /// The socket path.
+    /// The socket path (the named segment's path when attached by name).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -636,7 +1268,7 @@ impl Connection {
     }
 
     /// Buffers one whole message; written by the next [`Connection::flush`] (or at once when
-    /// much is buffered).
+    /// much is buffered). On shared memory every message goes into the segment at once.
     pub fn queue(&self, msg: &[u8]) -> Result<(), SendError> {
         check_len(msg.len())?;
         let mut tx = lock(&self.tx);
@@ -645,20 +1277,26 @@ impl Connection {
                 if s.broken {
                     return Err(SendError::Broken);
                 }
-                s.out.extend_from_slice(&frame::header(msg.len() as u32));
-                s.out.extend_from_slice(msg);
+                s.queue(msg);
                 if s.out.len() >= AUTO_FLUSH_BYTES {
                     s.flush()?;
                 }
                 Ok(())
             }
+            Tx::Shm(s) => {
+                self.check_open()?;
+                s.send(msg)
+            }
+            Tx::Closed => Err(SendError::ServerGone),
         }
     }
 
-    /// Writes everything buffered.
+    /// Writes everything buffered (nothing is, on shared memory).
     pub fn flush(&self) -> Result<(), SendError> {
         match &mut *lock(&self.tx) {
             Tx::Socket(s) => s.flush(),
+            Tx::Shm(_) => Ok(()),
+            Tx::Closed => Err(SendError::ServerGone),
         }
     }
 
@@ -682,7 +1320,21 @@ impl Connection {
                 frame[..frame::HEADER_LEN].copy_from_slice(&frame::header(len as u32));
                 s.write_all(frame)
             }
+            Tx::Shm(s) => {
+                self.check_open()?;
+                s.send(&frame[frame::HEADER_LEN..])
+            }
+            Tx::Closed => Err(SendError::ServerGone),
         }
+    }
+
+    /// `Err(ServerGone)` once the connection is shut down or the server is known to be gone,
+    /// so that nothing is written into a dead server's segment (or its doorbell).
+    fn check_open(&self) -> Result<(), SendError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SendError::ServerGone);
+        }
+        Ok(())
     }
 
     /// Locks the receive half, waiting for another receiver to finish.
@@ -704,48 +1356,45 @@ impl Connection {
     }
 
     /// Makes a receiver waiting in [`RxGuard::recv_with`] return `Ok(None)` now (or the next
-    /// one, if nobody waits).
+    /// one, if nobody waits). On shared memory the receiver notices within one wait slice
+    /// (20 ms).
     pub fn interrupt(&self) {
         let _ = self.wake.write(1);
     }
 
-    /// Says goodbye with `sockclnt_delete`, waits up to `timeout` for the reply (answering
-    /// pings, discarding anything else), then shuts the socket down. Returns whether the
-    /// server confirmed. Call it once nobody else receives (it takes the receive lock).
+    /// Says goodbye and waits up to `timeout` for the server to confirm (answering pings,
+    /// discarding anything else), then shuts the connection down. On shared memory that is
+    /// `memclnt_delete`, then, after a pivot, `sockclnt_delete` for the socket registration, as
+    /// `vlibsocket::client` does. Returns whether the server confirmed. Call it once nobody
+    /// else receives (it takes the receive lock).
     #[doc(alias = "vl_socket_client_disconnect")]
+    #[doc(alias = "vl_client_disconnect")]
     pub fn close(&self, timeout: Duration) -> bool {
-        let confirmed = self.say_goodbye(timeout);
+        let deadline = Instant::now() + timeout;
+        let on_shm = matches!(&*lock(&self.tx), Tx::Shm(_));
+        let mut confirmed = true;
+        if on_shm {
+            confirmed = self.delete_shm_registration(deadline);
+            if !self.back_to_socket() {
+                self.shutdown();
+                return confirmed;
+            }
+        }
+        let confirmed = self.delete_socket_registration(deadline) && confirmed;
         self.shutdown();
         confirmed
     }
 
-    fn say_goodbye(&self, timeout: Duration) -> bool {
-        let (Some(delete), Some(reply)) = (
-            self.table.id_of::<memclnt::SockclntDelete>(),
-            self.table.id_of::<memclnt::SockclntDeleteReply>(),
-        ) else {
-            return false;
-        };
-        let context = 0x0dea_dbee;
-        let req = memclnt::SockclntDelete {
-            client_index: self.index,
-            context,
-            index: self.index,
-        };
-        let Ok(msg) = wire::to_vec(&req, delete) else {
-            return false;
-        };
-        if self.send(&msg).is_err() {
-            return false;
-        }
-        let deadline = Instant::now() + timeout;
+    /// Waits for the reply with ID `reply_id` until `deadline`; true when it came or the
+    /// server closed the connection (a goodbye's answer either way).
+    fn await_goodbye(&self, reply_id: u16, deadline: Instant) -> bool {
         let mut rx = self.lock_rx();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            match rx.recv_with(Wait::For(left), |m| wire::msg_id(m) == Some(reply)) {
+            match rx.recv_with(Wait::For(left), |m| wire::msg_id(m) == Some(reply_id)) {
                 Ok(Some(true)) => return true,
                 Ok(Some(false)) | Ok(None) => {}
                 Err(RecvError::ServerGone) => return true,
@@ -754,10 +1403,122 @@ impl Connection {
         }
     }
 
-    /// Shuts the socket down in both directions: waiting receivers see the server gone and
-    /// sends fail. The descriptors close when the connection drops.
+    #[doc(alias = "vl_client_api_unmap")]
+    fn delete_shm_registration(&self, deadline: Instant) -> bool {
+        let (Some(delete), Some(reply)) = (
+            self.table.id_of::<memclnt::MemclntDelete>(),
+            self.table.id_of::<memclnt::MemclntDeleteReply>(),
+        ) else {
+            return false;
+        };
+        // memclnt_delete carries no context: the reply is matched by its ID alone.
+        let req = memclnt::MemclntDelete {
+            index: self.client_index(),
+            ..Default::default()
+        };
+        let Ok(msg) = wire::to_vec(&req, delete) else {
+            return false;
+        };
+        if self.send(&msg).is_err() {
+            return false;
+        }
+        self.await_goodbye(reply, deadline)
+    }
+
+    /// After the shared-memory goodbye: puts a pivoted connection back on its socket (true),
+    /// or, attached by name, drops both halves (false), which unmaps the segment.
+    fn back_to_socket(&self) -> bool {
+        let mut rx = lock(&self.rx);
+        let mut tx = lock(&self.tx);
+        let old_rx = std::mem::replace(&mut *rx, Rx::Closed);
+        let old_tx = std::mem::replace(&mut *tx, Tx::Closed);
+        match (old_rx, old_tx) {
+            (
+                Rx::Shm(ShmRx {
+                    liveness: Liveness::Socket(srx),
+                    ..
+                }),
+                Tx::Shm(ShmTx {
+                    socket: Some(stx), ..
+                }),
+            ) => {
+                *rx = Rx::Socket(srx);
+                *tx = Tx::Socket(stx);
+                self.index.store(
+                    self.socket_index.unwrap_or_else(|| self.client_index()),
+                    Ordering::Release,
+                );
+                true
+            }
+            (Rx::Socket(srx), Tx::Socket(stx)) => {
+                *rx = Rx::Socket(srx);
+                *tx = Tx::Socket(stx);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn delete_socket_registration(&self, deadline: Instant) -> bool {
+        let (Some(delete), Some(reply)) = (
+            self.table.id_of::<memclnt::SockclntDelete>(),
+            self.table.id_of::<memclnt::SockclntDeleteReply>(),
+        ) else {
+            return false;
+        };
+        let index = self.client_index();
+        let req = memclnt::SockclntDelete {
+            client_index: index,
+            context: 0x0dea_dbee,
+            index,
+        };
+        let Ok(msg) = wire::to_vec(&req, delete) else {
+            return false;
+        };
+        if self.send(&msg).is_err() {
+            return false;
+        }
+        self.await_goodbye(reply, deadline)
+    }
+
+    /// Shuts the connection down: waiting receivers see the server gone (on shared memory
+    /// within one wait slice) and sends fail. The server learns that the client left: the
+    /// socket's shutdown tells it, and attached by name (no socket) a `memclnt_delete` goes
+    /// out, without waiting for room or for the reply, so that the slot is recycled rather
+    /// than kept for a silent client whose pid lives. The descriptors close and the segment is
+    /// unmapped when the connection drops (which shuts it down too).
     pub fn shutdown(&self) {
-        let _ = nixsock::shutdown(self.socket.as_raw_fd(), Shutdown::Both);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match &self.socket {
+            Some(s) => {
+                let _ = nixsock::shutdown(s.as_raw_fd(), Shutdown::Both);
+            }
+            None => self.leave_named_segment(),
+        }
+    }
+
+    /// The best-effort goodbye of [`Connection::shutdown`] on the named segment.
+    fn leave_named_segment(&self) {
+        let Some(delete) = self.table.id_of::<memclnt::MemclntDelete>() else {
+            return;
+        };
+        let req = memclnt::MemclntDelete {
+            index: self.client_index(),
+            ..Default::default()
+        };
+        let Ok(msg) = wire::to_vec(&req, delete) else {
+            return;
+        };
+        // A sender blocked on a full ring holds the lock: then there is no room anyway.
+        let Ok(mut tx) = self.tx.try_lock() else {
+            return;
+        };
+        if let Tx::Shm(tx) = &mut *tx {
+            tx.timeout = Duration::ZERO;
+            let _ = tx.send(&msg);
+        }
     }
 
     /// The ping's context, if `msg` is a keepalive ping to answer.
@@ -791,6 +1552,89 @@ impl Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Reads `sock_init_shm_reply` through the frame reader, and nothing after it: the server sends
+/// the segment's fds once the reply has left its socket, and a plain read of the fd message
+/// would lose them. Messages before the reply are kept for the receivers.
+fn read_pivot_reply(
+    srx: &mut SocketRx,
+    reply_id: u16,
+    deadline: Instant,
+) -> Result<memclnt::SockInitShmReply, PivotError> {
+    let mut early = VecDeque::new();
+    let reply = loop {
+        let m = match srx.next(Some(deadline), None) {
+            Ok(Some(m)) => m.to_vec(),
+            Ok(None) => {
+                break Err(PivotError::Timeout {
+                    waiting_for: "sock_init_shm_reply",
+                });
+            }
+            Err(e) => break Err(PivotError::Recv(e)),
+        };
+        let context = m
+            .get(2..6)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        if wire::msg_id(&m) == Some(reply_id) && context == Some(PIVOT_CONTEXT) {
+            break memclnt::SockInitShmReply::decode(&m)
+                .map_err(|e| PivotError::Handshake(format!("sock_init_shm_reply: {e}")));
+        }
+        early.push_back(m);
+    };
+    // Whatever happened, what arrived first is received first.
+    early.extend(srx.held.drain(..));
+    srx.held = early;
+    reply
+}
+
+/// Receives the segment's memfd and doorbell: the message the server sends with them (its
+/// bytes are `fdmsg`) is read with a buffer of exactly its length, so nothing after it is
+/// consumed. Bytes that arrive without fds first are ordinary frames and go to the reader.
+fn receive_segment_fds(
+    srx: &mut SocketRx,
+    deadline: Instant,
+) -> Result<(OwnedFd, OwnedFd), PivotError> {
+    let timeout = PivotError::Timeout {
+        waiting_for: "the segment's fds",
+    };
+    let mut buf = [0u8; FD_MESSAGE_LEN];
+    loop {
+        let readable = {
+            let mut fds = [PollFd::new(srx.fd.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, poll_timeout(Some(deadline))) {
+                Ok(_) | Err(Errno::EINTR) => fds[0].any().unwrap_or(false),
+                Err(e) => return Err(PivotError::Recv(RecvError::Os(e))),
+            }
+        };
+        if !readable {
+            if Instant::now() >= deadline {
+                return Err(timeout);
+            }
+            continue;
+        }
+        match vppinfra::socket::recv_with_fds(&*srx.fd, &mut buf, 2) {
+            Ok((0, _)) => return Err(PivotError::Recv(RecvError::ServerGone)),
+            Ok((n, fds)) if fds.is_empty() => srx.reader.push(&buf[..n]),
+            Ok((n, fds)) => {
+                let mut fds = fds.into_iter();
+                return match (fds.next(), fds.next(), &buf[..n]) {
+                    (Some(memfd), Some(doorbell), b"fdmsg") => Ok((memfd, doorbell)),
+                    _ => Err(PivotError::Handshake(
+                        "expected a memfd and a doorbell with the fd message".into(),
+                    )),
+                };
+            }
+            Err(FdRecvError::WouldBlock) => {}
+            Err(e) => return Err(PivotError::Handshake(format!("fd message: {e}"))),
+        }
+    }
+}
+
 fn check_len(len: usize) -> Result<(), SendError> {
     if len < frame::MIN_MESSAGE_LEN || u32::try_from(len).is_err() {
         return Err(SendError::BadLength { len });
@@ -821,15 +1665,23 @@ impl RxGuard<'_> {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, RecvError> {
         let deadline = wait.deadline();
+        let conn = self.conn;
         loop {
-            let Some(msg) = self.rx.next(deadline, &self.conn.wake)? else {
-                return Ok(None);
+            let next = self.rx.next(deadline, &conn.wake, &conn.closed);
+            let msg = match next {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    if e == RecvError::ServerGone {
+                        conn.closed.store(true, Ordering::Release);
+                    }
+                    return Err(e);
+                }
             };
-            match self.conn.keepalive_context(msg) {
+            match conn.keepalive_context(msg) {
                 None => return Ok(Some(f(msg))),
                 Some(None) => continue,
-                Some(Some(context)) => self
-                    .conn
+                Some(Some(context)) => conn
                     .answer_keepalive(context)
                     .map_err(RecvError::Keepalive)?,
             }
@@ -845,7 +1697,7 @@ impl RxGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::FakeServer;
+    use crate::testing::{FakeServer, FakeShmServer};
 
     #[test]
     fn keepalive_pings_are_answered_and_never_surface() {
@@ -926,21 +1778,156 @@ mod tests {
         assert!(matches!(e, ConnectError::Socket { .. }), "{e}");
     }
 
+    fn ping_bytes(conn: &Connection, context: u32) -> Vec<u8> {
+        let req = memclnt::ControlPing {
+            client_index: conn.client_index(),
+            context,
+        };
+        wire::to_vec(&req, conn.table().id_of::<memclnt::ControlPing>().unwrap()).unwrap()
+    }
+
+    fn attach(server: &FakeShmServer, name: &str) -> Connection {
+        let c = Connection::attach_shm(Some(server.prefix()), &ConnectOptions::new(name)).unwrap();
+        assert!(server.wait_registrations(1, Duration::from_secs(5)));
+        c
+    }
+
     #[test]
-    fn shm_entry_points_say_not_available() {
-        let server = FakeServer::start("conn_shm");
-        let conn = Connection::connect(server.path(), &ConnectOptions::new("s")).unwrap();
-        assert_eq!(conn.pivot_to_shm(64 << 20), Err(PivotError::NotAvailable));
-        assert_eq!(conn.transport(), TransportKind::Socket);
-        assert!(matches!(
-            Connection::attach_shm(None, &ConnectOptions::new("s")),
-            Err(AttachError::NotAvailable)
-        ));
-        assert!(
-            PivotError::NotAvailable
-                .to_string()
-                .contains("not available")
+    fn attached_by_name_requests_work_and_a_storm_of_pings_never_surfaces() {
+        let server = FakeShmServer::start("conn_attach");
+        let conn = attach(&server, "by-name");
+        assert_eq!(conn.transport(), TransportKind::SharedMemory);
+        assert_eq!(conn.client_index() & 0x8000_0000, 0, "no socket bit");
+        assert!(conn.table().id_of::<memclnt::ControlPing>().is_some());
+        // A request and its reply.
+        conn.send(&ping_bytes(&conn, 77)).unwrap();
+        let reply = conn
+            .lock_rx()
+            .recv_with(Wait::For(Duration::from_secs(5)), |m| {
+                memclnt::ControlPingReply::decode(m).unwrap()
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (reply.context, reply.client_index),
+            (77, conn.client_index())
         );
+        // Pings around one ordinary message: only the message surfaces; every ping is
+        // answered, in order, with its context.
+        let contexts: Vec<u32> = (0..500u32).map(|i| 0x2000 + i).collect();
+        for &c in &contexts[..250] {
+            server.send_keepalive(c);
+        }
+        server.send_raw(&[0, 99, 1, 2, 3]);
+        for &c in &contexts[250..] {
+            server.send_keepalive(c);
+        }
+        let mut rx = conn.lock_rx();
+        let got = rx
+            .recv_with(Wait::For(Duration::from_secs(5)), |m| m.to_vec())
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&[0u8, 99, 1, 2, 3][..]));
+        let more = rx
+            .recv_with(Wait::For(Duration::from_millis(300)), |m| m.to_vec())
+            .unwrap();
+        assert_eq!(more, None);
+        drop(rx);
+        assert_eq!(conn.pings_answered(), 500);
+        assert_eq!(
+            server.wait_keepalive_replies(500, Duration::from_secs(5)),
+            contexts
+        );
+        // Goodbye is memclnt_delete, confirmed.
+        assert!(conn.close(Duration::from_secs(5)));
+        assert!(server.saw_delete());
+        assert_eq!(conn.send(&ping_bytes(&conn, 1)), Err(SendError::ServerGone));
+    }
+
+    #[test]
+    fn shut_down_or_dropped_without_close_an_attached_connection_still_says_goodbye() {
+        let server = FakeShmServer::start("conn_drop");
+        let conn = attach(&server, "dropped");
+        drop(conn);
+        let deleted = vppinfra::testing::wait_until(Duration::from_secs(5), || server.saw_delete());
+        assert!(deleted, "no memclnt_delete from a dropped connection");
+        let server = FakeShmServer::start("conn_shutdown");
+        let conn = attach(&server, "shut");
+        conn.shutdown();
+        let deleted = vppinfra::testing::wait_until(Duration::from_secs(5), || server.saw_delete());
+        assert!(deleted, "no memclnt_delete from a shut down connection");
+        assert_eq!(conn.send(&ping_bytes(&conn, 1)), Err(SendError::ServerGone));
+    }
+
+    #[test]
+    fn a_dead_server_on_the_named_segment_is_seen_and_sends_stop() {
+        let mut server = FakeShmServer::start("conn_dead");
+        let conn = attach(&server, "orphan");
+        server.kill();
+        let started = Instant::now();
+        let r = conn
+            .lock_rx()
+            .recv_with(Wait::For(Duration::from_secs(10)), |m| m.to_vec());
+        assert_eq!(r, Err(RecvError::ServerGone));
+        eprintln!("named server death seen after {:?}", started.elapsed());
+        assert_eq!(conn.send(&ping_bytes(&conn, 1)), Err(SendError::ServerGone));
+        // The goodbye cannot be confirmed, and closing does not hang.
+        assert!(!conn.close(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn interrupt_wakes_a_receiver_waiting_on_shared_memory() {
+        let server = FakeShmServer::start("conn_shm_interrupt");
+        let conn = Arc::new(attach(&server, "waiter"));
+        let c2 = conn.clone();
+        let t = std::thread::spawn(move || c2.lock_rx().recv_with(Wait::Forever, |m| m.to_vec()));
+        std::thread::sleep(Duration::from_millis(50));
+        conn.interrupt();
+        assert_eq!(t.join().unwrap(), Ok(None));
+        // Shut down, a waiting receiver sees the connection gone.
+        let c3 = conn.clone();
+        let t = std::thread::spawn(move || c3.lock_rx().recv_with(Wait::Forever, |m| m.to_vec()));
+        std::thread::sleep(Duration::from_millis(50));
+        conn.shutdown();
+        assert_eq!(t.join().unwrap(), Err(RecvError::ServerGone));
+    }
+
+    #[test]
+    fn attach_without_a_server_fails() {
+        let prefix = format!("vlc{}-nobody", std::process::id());
+        let e = Connection::attach_shm(Some(&prefix), &ConnectOptions::new("n")).unwrap_err();
+        assert!(matches!(e, AttachError::Shm(_)), "{e}");
+    }
+
+    #[test]
+    fn a_pivot_that_fails_leaves_the_socket_connection_working() {
+        // The fake socket server never answers sock_init_shm.
+        let server = FakeServer::start("conn_pivot_fail");
+        let mut opts = ConnectOptions::new("p");
+        opts.timeout = Duration::from_millis(300);
+        let conn = Connection::connect(server.path(), &opts).unwrap();
+        assert!(matches!(
+            conn.pivot_to_shm(1 << 40),
+            Err(PivotError::BadSize(_))
+        ));
+        // A message that arrives while the pivot waits for its reply is kept.
+        server.send_raw(&[0, 98, 7]);
+        let e = conn.pivot_to_shm(1 << 20).unwrap_err();
+        assert!(matches!(e, PivotError::Timeout { .. }), "{e}");
+        assert_eq!(conn.transport(), TransportKind::Socket);
+        let mut rx = conn.lock_rx();
+        let kept = rx
+            .recv_with(Wait::For(Duration::from_secs(5)), |m| m.to_vec())
+            .unwrap();
+        assert_eq!(kept.as_deref(), Some(&[0u8, 98, 7][..]));
+        drop(rx);
+        conn.send(&ping_bytes(&conn, 5)).unwrap();
+        let ctx = conn
+            .lock_rx()
+            .recv_with(Wait::For(Duration::from_secs(5)), |m| {
+                memclnt::ControlPingReply::decode(m).unwrap().context
+            })
+            .unwrap();
+        assert_eq!(ctx, Some(5));
     }
 
     #[test]

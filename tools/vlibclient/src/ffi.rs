@@ -35,7 +35,10 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use crate::conn::{ConnectError, Connection, RecvError, SendError, TransportKind, Wait};
+use crate::conn::{
+    AttachError, ConnectError, Connection, PivotError, RecvError, SendError, ShmRegisterError,
+    TransportKind, Wait,
+};
 use crate::handle::{Handle, HandleOptions, ReadError};
 
 /// Success.
@@ -54,7 +57,7 @@ pub const VLC_E_UNKNOWN_MSG: c_int = -5;
 pub const VLC_E_PROTOCOL: c_int = -6;
 /// A system call failed.
 pub const VLC_E_OS: c_int = -7;
-/// The feature is not available in this build (the shared-memory transport, for now).
+/// The server does not offer it (shared memory: the server's table lacks the messages).
 pub const VLC_E_NOT_AVAILABLE: c_int = -8;
 /// A receive callback is installed, so `vlc_read` is disabled.
 pub const VLC_E_CALLBACK_MODE: c_int = -9;
@@ -135,8 +138,43 @@ fn send_code(e: &SendError) -> c_int {
     match e {
         SendError::BadLength { .. } => VLC_E_INVAL,
         SendError::Timeout => VLC_E_TIMEOUT,
+        SendError::Corrupt => VLC_E_PROTOCOL,
         SendError::Os(_) => VLC_E_OS,
         _ => VLC_E_DISCONNECTED,
+    }
+}
+
+fn register_code(e: &ShmRegisterError) -> c_int {
+    match e {
+        ShmRegisterError::InvalidName(_) => VLC_E_INVAL,
+        ShmRegisterError::UnknownMessage(_) => VLC_E_NOT_AVAILABLE,
+        ShmRegisterError::Send(s) => send_code(s),
+        ShmRegisterError::Recv(r) => recv_code(r),
+        ShmRegisterError::Timeout => VLC_E_TIMEOUT,
+        ShmRegisterError::Refused { .. } => VLC_E_CONNECT,
+        _ => VLC_E_PROTOCOL,
+    }
+}
+
+fn pivot_code(e: &PivotError) -> c_int {
+    match e {
+        PivotError::AlreadyShm | PivotError::InsideCallback | PivotError::BadSize(_) => VLC_E_INVAL,
+        PivotError::UnknownMessage(_) => VLC_E_NOT_AVAILABLE,
+        PivotError::Send(s) => send_code(s),
+        PivotError::Recv(r) => recv_code(r),
+        PivotError::Timeout { .. } => VLC_E_TIMEOUT,
+        PivotError::Refused { .. } => VLC_E_CONNECT,
+        PivotError::Register(r) => register_code(r),
+        _ => VLC_E_PROTOCOL,
+    }
+}
+
+fn attach_code(e: &AttachError) -> c_int {
+    match e {
+        AttachError::Shm(_) | AttachError::ServerGone => VLC_E_CONNECT,
+        AttachError::Os(_) => VLC_E_OS,
+        AttachError::Register(r) => register_code(r),
+        _ => VLC_E_PROTOCOL,
     }
 }
 
@@ -338,7 +376,7 @@ pub unsafe extern "C" fn vlc_connect(
 }
 
 /// Connects to the server's named shared-memory API segment (`/dev/shm/vpe-api`, or
-/// `/dev/shm/<prefix>-vpe-api`). Not available yet: returns `VLC_E_NOT_AVAILABLE`.
+/// `/dev/shm/<prefix>-vpe-api`), registers, and stores the handle in `*out`.
 ///
 /// # Safety
 ///
@@ -371,10 +409,9 @@ pub unsafe extern "C" fn vlc_attach_shm(
         };
         // SAFETY: as above.
         let o = unsafe { options(name, opts) };
-        // Once `Connection::attach_shm` works, this works: the handle wraps any connection.
         let conn = match Connection::attach_shm(prefix, &o.connect) {
             Ok(conn) => conn,
-            Err(e) => return set_error(VLC_E_NOT_AVAILABLE, e),
+            Err(e) => return set_error(attach_code(&e), e),
         };
         match Handle::start(conn, o) {
             Ok(h) => {
@@ -388,8 +425,8 @@ pub unsafe extern "C" fn vlc_attach_shm(
     })
 }
 
-/// Says goodbye (`sockclnt_delete`), stops the library's thread, closes and frees the handle.
-/// NULL is a no-op.
+/// Stops the library's thread, says goodbye (`memclnt_delete` on shared memory, then
+/// `sockclnt_delete` on a socket), closes and frees the handle. NULL is a no-op.
 ///
 /// # Safety
 ///
@@ -421,8 +458,8 @@ pub unsafe extern "C" fn vlc_disconnect(c: *mut VlcConn) -> c_int {
     })
 }
 
-/// Moves the connection to a private shared-memory segment of `segment_size` bytes. Not
-/// available yet: returns `VLC_E_NOT_AVAILABLE` and the connection stays on the socket.
+/// Moves the connection to a private shared-memory segment of `segment_size` bytes (0: the
+/// server's default). On failure the connection stays on the socket.
 ///
 /// # Safety
 ///
@@ -436,11 +473,9 @@ pub unsafe extern "C" fn vlc_pivot_to_shm(c: *mut VlcConn, segment_size: u64) ->
             Ok(h) => h,
             Err(rc) => return rc,
         };
-        // Integration point: `Handle` must quiesce its background thread around the pivot
-        // (stop it, pivot, restart it), as `Handle::close` stops it; then this returns VLC_OK.
-        match h.conn().pivot_to_shm(segment_size) {
+        match h.pivot_to_shm(segment_size) {
             Ok(()) => VLC_OK,
-            Err(e) => set_error(VLC_E_NOT_AVAILABLE, e),
+            Err(e) => set_error(pivot_code(&e), e),
         }
     })
 }
@@ -582,7 +617,8 @@ pub unsafe extern "C" fn vlc_msg_alloc(c: *mut VlcConn, len: usize) -> *mut c_vo
                 format!("cannot allocate a message of {len} bytes"),
             );
         }
-        // Integration point: over shared memory, allocate from the segment's ring instead.
+        // The message is copied into the segment's ring when sent: vlibmemory's sender takes
+        // bytes, not a slot the caller fills in place.
         out = buffer_new(len);
         VLC_OK
     });

@@ -13,6 +13,9 @@
 //!
 //! Keepalive pings never reach either path (see [`crate::conn`]).
 //!
+//! [`Handle::pivot_to_shm`] moves the connection to shared memory while the background thread
+//! is paused, so the thread never holds the receive half the pivot needs.
+//!
 //! When the pull queue holds [`HandleOptions::rx_queue_limit`] bytes the background thread
 //! stops draining: the program is not consuming, and the server's flow control (and its
 //! keepalive reaper) should see that.
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use vppinfra::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::conn::{ConnectError, ConnectOptions, Connection, RecvError, Wait};
+use crate::conn::{ConnectError, ConnectOptions, Connection, PivotError, RecvError, Wait};
 
 /// A receive callback: called on the library's thread with each message.
 pub type RxCallback = Box<dyn Fn(&[u8]) + Send + Sync>;
@@ -90,6 +93,8 @@ struct State {
     stop: bool,
     /// The background thread is inside a callback.
     calling: bool,
+    /// A pivot is under way: the background thread keeps off the connection.
+    paused: bool,
     failed: Option<RecvError>,
     /// Messages the background thread moved to the queue or gave to the callback.
     background_messages: u64,
@@ -157,6 +162,23 @@ impl Handle {
 
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.shared.state)
+    }
+
+    /// Moves the connection to shared memory ([`Connection::pivot_to_shm`]), keeping the
+    /// background thread off the connection meanwhile. Not from inside the callback.
+    #[doc(alias = "vl_socket_client_init_shm2")]
+    pub fn pivot_to_shm(&self, segment_size: u64) -> Result<(), PivotError> {
+        if self.on_background_thread() {
+            return Err(PivotError::InsideCallback);
+        }
+        self.state().paused = true;
+        self.shared.changed.notify_all();
+        // The pivot interrupts whoever waits on the connection; paused, the background thread
+        // then waits for the change instead of taking the receive half again.
+        let r = self.shared.conn.pivot_to_shm(segment_size);
+        self.state().paused = false;
+        self.shared.changed.notify_all();
+        r
     }
 
     /// Installs (or, with `None`, removes) the receive callback. Messages already queued go to
@@ -282,9 +304,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn background(s: &Shared) {
     loop {
         let callback = {
-            let st = lock(&s.state);
-            if st.stop || st.failed.is_some() {
-                return;
+            let mut st = lock(&s.state);
+            loop {
+                if st.stop || st.failed.is_some() {
+                    return;
+                }
+                if !st.paused {
+                    break;
+                }
+                st = s.changed.wait(st).unwrap_or_else(|p| p.into_inner());
             }
             st.callback.clone()
         };
@@ -301,7 +329,9 @@ fn background(s: &Shared) {
 
 /// Callback mode: hands queued messages, then everything that arrives, to `cb`.
 fn deliver(s: &Shared, cb: &Arc<RxCallback>) -> Result<(), RecvError> {
-    let current = |st: &State| !st.stop && st.callback.as_ref().is_some_and(|c| Arc::ptr_eq(c, cb));
+    let current = |st: &State| {
+        !st.stop && !st.paused && st.callback.as_ref().is_some_and(|c| Arc::ptr_eq(c, cb))
+    };
     let mut rx = s.conn.lock_rx();
     loop {
         let m = {
@@ -351,14 +381,14 @@ fn call(s: &Shared, cb: &RxCallback, m: &[u8]) {
 fn idle_drain(s: &Shared) -> Result<(), RecvError> {
     {
         let st = lock(&s.state);
-        if st.stop || st.callback.is_some() {
+        if st.stop || st.paused || st.callback.is_some() {
             return Ok(());
         }
         let (st, _) = s
             .changed
             .wait_timeout(st, s.opts.idle_poll)
             .unwrap_or_else(|p| p.into_inner());
-        if st.stop || st.callback.is_some() {
+        if st.stop || st.paused || st.callback.is_some() {
             return Ok(());
         }
     }

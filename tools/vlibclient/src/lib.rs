@@ -7,38 +7,31 @@
 //!   while the program is silent, a pull queue, and the receive-callback mode.
 //! - [`ffi`]: the `extern "C"` functions declared in `include/vlibclient.h`; the only module
 //!   with `unsafe` code.
+//! - `liveness` (private): how a connection without a socket sees the server go, and why its
+//!   sends may block `SIGPIPE`.
 //!
 //! # Shared memory
 //!
-//! Not plugged in yet: every entry point ([`conn::Connection::pivot_to_shm`],
-//! [`conn::Connection::attach_shm`], `vlc_pivot_to_shm`, `vlc_attach_shm`, Python's
-//! `Connection(..., shm=True)` and `Connection.attach_shm`, the async client's
-//! `Transport::ShmPivot` / `Transport::ShmByName`) returns a "not available yet" error and
-//! changes nothing. All I/O goes through the private `Tx`/`Rx` enums of [`conn`], so plugging
-//! vlibmemory's client in touches that module only:
+//! Every entry point works over vlibmemory's client: [`conn::Connection::pivot_to_shm`] and
+//! [`conn::Connection::attach_shm`], `vlc_pivot_to_shm` and `vlc_attach_shm`, Python's
+//! `Connection(..., shm=True)`, `pivot_to_shm` and `Connection.attach_shm(name, prefix=...)`,
+//! and the async client's `Transport::ShmPivot` and `Transport::ShmByName`. The protocol is
+//! `vlibsocket::client`'s (`sock_init_shm`, the fds after the reply, `memclnt_create_v2` with
+//! keepalive on, `memclnt_delete` then `sockclnt_delete` to leave). The link is split into a
+//! send half and a receive half ([`vlibmemory::client::ShmLink::split`]), the two halves of a
+//! [`conn::Connection`], so one thread may wait while others send; keepalive pings are
+//! answered in the receive path, above the transport.
 //!
-//! 1. vlibmemory's `ShmLink` is one object whose `send` and `recv` both take `&mut self`; the
-//!    connection needs a send half and a receive half usable from two threads at once (one
-//!    thread waits for messages while others send), e.g. `ShmLink::split(self) ->
-//!    (ShmSender, ShmReceiver)`, each holding the segment's `Arc`.
-//! 2. `Tx::Shm(ShmSender)`: `queue` sends at once, `flush` has nothing to do, `send_framed`
-//!    sends the bytes after the frame header. `Rx::Shm(ShmReceiver)` in `Rx::next`: receive in
-//!    slices of at most 100 ms until the deadline, returning `Ok(None)` when `wake` is
-//!    readable (or an interrupt flag is set), and, while a socket is kept for liveness,
-//!    turning its EOF into `RecvError::ServerGone`. Keepalive answering needs nothing: it is
-//!    in [`conn::RxGuard::recv_with`], above the transport.
-//! 3. [`conn::Connection::pivot_to_shm`]: interrupt, lock `rx` then `tx`, send
-//!    `sock_init_shm`, read its reply through the frame reader (and nothing more), receive the
-//!    memfd and doorbell with `vppinfra::socket::recv_with_fds`, `ShmLink::from_pivot`,
-//!    register with `memclnt_create_v2 { keepalive: true }` over the segment, and swap both
-//!    halves. The client index changes, so `Connection::index` must become mutable (an
-//!    atomic). [`conn::Connection::attach_shm`]: `ShmLink::attach_named(prefix, ..)`, the table
-//!    from `published_table()`, the same registration, no socket.
+//! The server's death surfaces as `ServerGone` (`VLC_E_DISCONNECTED`, `Disconnected`) within
+//! one 20 ms wait slice: after a pivot by the socket's EOF, attached by name by the doorbell
+//! FIFO losing its reader. Request timeouts (the C and Python read timeouts, the async
+//! client's `request_timeout`) do not depend on either.
 #![deny(unsafe_code)]
 
 pub mod conn;
 pub mod ffi;
 pub mod handle;
+mod liveness;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;

@@ -1,11 +1,13 @@
-//! Test support (feature `testing`, for dev-dependencies): a fake API server that does what the
-//! real one does not, on demand: send keepalive pings to socket clients, stop answering, send
-//! garbage, drop a client.
+//! Test support (feature `testing`, for dev-dependencies): fake API servers that do what the
+//! real one does not, on demand: send keepalive pings to socket clients, storm shared-memory
+//! clients with pings, stop answering, send garbage, drop a client, die.
 //!
-//! [`FakeServer`] speaks just enough of the protocol: the `sockclnt_create` handshake (with the
-//! core message table, so IDs match the real server), `control_ping` answered with the client's
-//! context (unless turned off), `sockclnt_delete` answered and the connection closed. It records
-//! every message a client sends, and the context of every `memclnt_keepalive_reply`.
+//! [`FakeServer`] speaks just enough of the socket protocol: the `sockclnt_create` handshake
+//! (with the core message table, so IDs match the real server), `control_ping` answered with the
+//! client's context (unless turned off), `sockclnt_delete` answered and the connection closed.
+//! [`FakeShmServer`] does the same over a named shared-memory segment (vlibmemory's server
+//! side): `memclnt_create_v2`, `control_ping`, `memclnt_delete`. Both record every message a
+//! client sends, and the context of every `memclnt_keepalive_reply`.
 #![allow(missing_docs)]
 
 use std::io::{Read, Write};
@@ -13,9 +15,12 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vlibapi::MessageTable;
+use std::collections::VecDeque;
+
 use vlibapi::msgs::memclnt;
 use vlibapi::wire::{self, Message};
+use vlibapi::{ClientIndex, MessageTable};
+use vlibmemory::server::{NamedConfig, ShmConfig, ShmServer};
 use vlibsocket::client::{SOCKCLNT_CREATE_ID, SOCKCLNT_CREATE_REPLY_ID};
 use vlibsocket::frame::{self, FrameReader};
 use vppinfra::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering};
@@ -38,6 +43,29 @@ struct State {
     pings_sent: Vec<u32>,
     saw_delete: bool,
     clients_accepted: u32,
+}
+
+impl State {
+    fn wait_until<T>(
+        state: &Mutex<State>,
+        timeout: Duration,
+        mut f: impl FnMut(&State) -> Option<T>,
+        last: impl FnOnce(&State) -> T,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let st = state.lock().unwrap();
+                if let Some(v) = f(&st) {
+                    return v;
+                }
+                if Instant::now() >= deadline {
+                    return last(&st);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -367,5 +395,331 @@ fn handle(s: &Shared, m: &[u8]) {
             let _ = c.shutdown(std::net::Shutdown::Both);
             *client = None;
         }
+    }
+}
+
+/// What the test asks a [`FakeShmServer`] to send to its current client.
+#[derive(Debug)]
+enum Outgoing {
+    Keepalive(u32),
+    Raw(Vec<u8>),
+}
+
+#[derive(Debug)]
+struct ShmShared {
+    state: Mutex<State>,
+    outbox: Mutex<VecDeque<Outgoing>>,
+    answer_pings: AtomicBool,
+    stop: AtomicBool,
+    /// 0 while starting, 1 once the segment exists, 2 if it could not be made.
+    started: AtomicU32,
+    ids: ShmIds,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ShmIds {
+    base: Ids,
+    create: u16,
+    create_reply: u16,
+    delete: u16,
+    delete_reply: u16,
+}
+
+/// A scripted server on a named shared-memory segment (`/dev/shm/<prefix>-vpe-api`), served by
+/// a thread that polls. Dropping it (or [`FakeShmServer::kill`]) removes the segment and closes
+/// its doorbell, as a dying server does.
+#[derive(Debug)]
+pub struct FakeShmServer {
+    shared: Arc<ShmShared>,
+    prefix: String,
+    table: Arc<MessageTable>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeShmServer {
+    /// Starts a server under a prefix unique to this process and `tag`.
+    pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, FakeOptions::default())
+    }
+
+    /// Starts a server with options (`ping_every` pings the current client).
+    pub fn start_with(tag: &str, opts: FakeOptions) -> Self {
+        let prefix = format!("vlc{}-{tag}", std::process::id());
+        let table = Arc::new(MessageTable::with_core());
+        let id = |n: &str| table.id(n).expect("core message");
+        let ids = ShmIds {
+            base: Ids {
+                ping: id(memclnt::ControlPing::NAME_CRC),
+                ping_reply: id(memclnt::ControlPingReply::NAME_CRC),
+                keepalive: id(memclnt::MemclntKeepalive::NAME_CRC),
+                keepalive_reply: id(memclnt::MemclntKeepaliveReply::NAME_CRC),
+                delete: id(memclnt::SockclntDelete::NAME_CRC),
+                delete_reply: id(memclnt::SockclntDeleteReply::NAME_CRC),
+            },
+            create: id(memclnt::MemclntCreateV2::NAME_CRC),
+            create_reply: id(memclnt::MemclntCreateV2Reply::NAME_CRC),
+            delete: id(memclnt::MemclntDelete::NAME_CRC),
+            delete_reply: id(memclnt::MemclntDeleteReply::NAME_CRC),
+        };
+        let shared = Arc::new(ShmShared {
+            state: Mutex::new(State::default()),
+            outbox: Mutex::new(VecDeque::new()),
+            answer_pings: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            started: AtomicU32::new(0),
+            ids,
+        });
+        let published = memclnt::SockclntCreateReply {
+            count: table.sockclnt_entries().len() as u16,
+            message_table: table.sockclnt_entries(),
+            ..Default::default()
+        };
+        let published = wire::to_vec(&published, SOCKCLNT_CREATE_REPLY_ID).expect("encode");
+        let config = ShmConfig {
+            named: Some(NamedConfig {
+                prefix: Some(prefix.clone()),
+                slots: 4,
+                ..NamedConfig::default()
+            }),
+            ..ShmConfig::default()
+        };
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || match ShmServer::new(config, published) {
+            Ok(shm) => {
+                s.started.store(1, Ordering::SeqCst);
+                serve_shm(shm, &s, opts.ping_every);
+            }
+            Err(e) => {
+                eprintln!("fake shm server: {e}");
+                s.started.store(2, Ordering::SeqCst);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.started.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            shared.started.load(Ordering::SeqCst),
+            1,
+            "the fake shared-memory server did not start"
+        );
+        Self {
+            shared,
+            prefix,
+            table,
+            thread: Some(thread),
+        }
+    }
+
+    /// The prefix clients attach under.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The message table the segment publishes.
+    pub fn table(&self) -> &MessageTable {
+        &self.table
+    }
+
+    /// Clients registered so far.
+    pub fn registrations(&self) -> u32 {
+        self.shared.state.lock().unwrap().clients_accepted
+    }
+
+    /// Waits until `n` clients have registered (or `timeout` passed).
+    pub fn wait_registrations(&self, n: u32, timeout: Duration) -> bool {
+        State::wait_until(
+            &self.shared.state,
+            timeout,
+            |st| (st.clients_accepted >= n).then_some(true),
+            |_| false,
+        )
+    }
+
+    /// Sends one `memclnt_keepalive` with `context` to the current client.
+    pub fn send_keepalive(&self, context: u32) {
+        self.shared
+            .outbox
+            .lock()
+            .unwrap()
+            .push_back(Outgoing::Keepalive(context));
+    }
+
+    /// Sends one message to the current client.
+    pub fn send_raw(&self, msg: &[u8]) {
+        self.shared
+            .outbox
+            .lock()
+            .unwrap()
+            .push_back(Outgoing::Raw(msg.to_vec()));
+    }
+
+    /// Answer `control_ping` (the default) or ignore it.
+    pub fn set_answer_pings(&self, on: bool) {
+        self.shared.answer_pings.store(on, Ordering::Relaxed);
+    }
+
+    /// Contexts of the keepalive replies received so far.
+    pub fn keepalive_replies(&self) -> Vec<u32> {
+        self.shared.state.lock().unwrap().keepalive_replies.clone()
+    }
+
+    /// Contexts of the keepalive pings sent so far.
+    pub fn pings_sent(&self) -> Vec<u32> {
+        self.shared.state.lock().unwrap().pings_sent.clone()
+    }
+
+    /// Waits until `n` keepalive replies have arrived (or `timeout` passed); returns them.
+    pub fn wait_keepalive_replies(&self, n: usize, timeout: Duration) -> Vec<u32> {
+        State::wait_until(
+            &self.shared.state,
+            timeout,
+            |st| (st.keepalive_replies.len() >= n).then(|| st.keepalive_replies.clone()),
+            |st| st.keepalive_replies.clone(),
+        )
+    }
+
+    /// Waits until `n` messages with ID `id` have arrived (or `timeout` passed); returns them.
+    pub fn wait_messages_with_id(&self, id: u16, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        let pick = |st: &State| -> Vec<Vec<u8>> {
+            st.received
+                .iter()
+                .filter(|m| wire::msg_id(m) == Some(id))
+                .cloned()
+                .collect()
+        };
+        State::wait_until(
+            &self.shared.state,
+            timeout,
+            |st| Some(pick(st)).filter(|v| v.len() >= n),
+            pick,
+        )
+    }
+
+    /// True once a client said `memclnt_delete`.
+    pub fn saw_delete(&self) -> bool {
+        self.shared.state.lock().unwrap().saw_delete
+    }
+
+    /// Stops serving and removes the segment and its doorbell, as a server that dies.
+    pub fn kill(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FakeShmServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The fake shared-memory server's loop: adopt claimed slots, take every message, send what
+/// the test queued, retry backlogs; nap briefly when idle.
+fn serve_shm(mut shm: ShmServer, s: &ShmShared, ping_every: Option<Duration>) {
+    let mut current: Option<ClientIndex> = None;
+    let mut buf = Vec::new();
+    let mut next_ping = ping_every.map(|e| Instant::now() + e);
+    let mut ping_context = 1u32;
+    while !s.stop.load(Ordering::SeqCst) {
+        let mut busy = false;
+        shm.poll_named();
+        for id in shm.channel_ids() {
+            while let Ok(true) = shm.recv(id, &mut buf) {
+                busy = true;
+                handle_shm(&mut shm, s, id, &buf, &mut current);
+            }
+        }
+        if let (Some(at), Some(every)) = (next_ping, ping_every) {
+            if Instant::now() >= at {
+                s.outbox
+                    .lock()
+                    .unwrap()
+                    .push_back(Outgoing::Keepalive(ping_context));
+                ping_context += 1;
+                next_ping = Some(at + every);
+            }
+        }
+        let out: Vec<Outgoing> = s.outbox.lock().unwrap().drain(..).collect();
+        for o in out {
+            busy = true;
+            let Some(to) = current else { continue };
+            let msg = match o {
+                Outgoing::Keepalive(context) => {
+                    let ping = memclnt::MemclntKeepalive {
+                        client_index: to.0,
+                        context,
+                    };
+                    // Recorded before the send, so a reply can never be seen before its ping.
+                    s.state.lock().unwrap().pings_sent.push(context);
+                    wire::to_vec(&ping, s.ids.base.keepalive).expect("encode keepalive")
+                }
+                Outgoing::Raw(m) => m,
+            };
+            let _ = shm.send(to, &msg);
+        }
+        shm.flush_backlogs();
+        shm.reap_drained();
+        if !busy {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+fn handle_shm(
+    shm: &mut ShmServer,
+    s: &ShmShared,
+    id: vlibmemory::server::ChannelId,
+    m: &[u8],
+    current: &mut Option<ClientIndex>,
+) {
+    let msg_id = wire::msg_id(m);
+    let ids = s.ids;
+    s.state.lock().unwrap().received.push(m.to_vec());
+    if msg_id == Some(ids.create) {
+        let Ok(req) = memclnt::MemclntCreateV2::decode(m) else {
+            return;
+        };
+        let Some(index) = shm.register(id, &req.name, req.keepalive) else {
+            return;
+        };
+        let reply = memclnt::MemclntCreateV2Reply {
+            context: req.context,
+            response: 0,
+            handle: 0,
+            index: index.0,
+            message_table: shm.named_table(id).unwrap_or(0),
+        };
+        let bytes = wire::to_vec(&reply, ids.create_reply).expect("encode");
+        let _ = shm.send_channel(id, &bytes);
+        *current = Some(index);
+        s.state.lock().unwrap().clients_accepted += 1;
+    } else if msg_id == Some(ids.base.keepalive_reply) {
+        if let Ok(r) = memclnt::MemclntKeepaliveReply::decode(m) {
+            s.state.lock().unwrap().keepalive_replies.push(r.context);
+        }
+    } else if msg_id == Some(ids.base.ping) && s.answer_pings.load(Ordering::Relaxed) {
+        let req = memclnt::ControlPing::decode(m).unwrap_or_default();
+        let rep = memclnt::ControlPingReply {
+            context: req.context,
+            retval: 0,
+            client_index: req.client_index,
+            vpe_pid: std::process::id(),
+        };
+        let bytes = wire::to_vec(&rep, ids.base.ping_reply).expect("encode");
+        let _ = shm.send_channel(id, &bytes);
+    } else if msg_id == Some(ids.delete) {
+        let req = memclnt::MemclntDelete::decode(m).unwrap_or_default();
+        s.state.lock().unwrap().saw_delete = true;
+        let rep = memclnt::MemclntDeleteReply {
+            response: 1,
+            handle: req.handle,
+        };
+        let bytes = wire::to_vec(&rep, ids.delete_reply).expect("encode");
+        let _ = shm.send_channel(id, &bytes);
+        shm.remove_after_drain(id);
+        *current = None;
     }
 }

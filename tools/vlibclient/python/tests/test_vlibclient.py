@@ -7,7 +7,7 @@ import time
 import pytest
 
 import vlibclient
-from vlibclient import Api, Connection, NotAvailable, UnknownMessage, VlcError
+from vlibclient import Api, Connection, UnknownMessage, VlcError
 
 PING = "control_ping_51077d14"
 PING_REPLY = "control_ping_reply_f6b0b8ca"
@@ -123,13 +123,128 @@ def test_errors_are_exceptions(server):
         conn.recv(timeout=0)
 
 
-def test_shared_memory_is_not_available_yet(server):
-    path, _ = server
-    with pytest.raises(NotAvailable) as e:
-        Connection(path, "py-shm", shm=True)
-    assert "not available" in e.value.message
-    with pytest.raises(NotAvailable):
-        Connection.attach_shm("py-shm")
+def exercise(conn, pid, tag):
+    """Raw requests, pipelining, vpp_papi-encoded requests, a dump and events over conn."""
+    conn.send(ping_bytes(conn, 7))
+    mid, ctx, retval, index, vpe_pid = struct.unpack(">HIiII", conn.recv(timeout=5))
+    assert (mid, ctx, retval, index, vpe_pid) == (conn.msg_id(PING_REPLY), 7, 0, conn.client_index, pid)
+    for i in range(200):
+        conn.send(ping_bytes(conn, 1000 + i), more=True)
+    conn.flush()
+    assert [struct.unpack_from(">HI", conn.recv(timeout=5))[1] for _ in range(200)] == list(range(1000, 1200))
+    api = Api(conn)
+    r = api.call("control_ping")
+    assert r.vpe_pid == pid and r.client_index == conn.client_index
+    name = "py-thing-" + tag
+    assert api.call("want_sw_thing_events", enable=True, pid=os.getpid()).retval == 0
+    assert api.call("sw_thing_add_del", is_add=True, name=name, count=9, enable=True).retval == 0
+    deadline = time.monotonic() + 5
+    while not any(isinstance(e, tuple) and e[0] == "sw_thing_event" and e[1].name == name for e in api.events):
+        m = conn.recv(timeout=max(0.0, deadline - time.monotonic()))
+        assert m is not None, "no sw_thing_event for " + name
+        api.events.append(api.decode(m))
+    things = api.dump("sw_thing_dump")
+    assert [(t.name, t.count) for t in things if t.name == name] == [(name, 9)]
+    assert api.call("want_sw_thing_events", enable=False, pid=os.getpid()).retval == 0
+    assert api.call("sw_thing_add_del", is_add=False, name=name).retval == 0
+    assert conn.recv(timeout=0) is None
+
+
+def test_shared_memory_after_a_pivot(shm_server):
+    path, pid, _ = shm_server
+    with Connection(path, "py-socket") as plain:
+        socket_index = plain.client_index
+    with Connection(path, "py-pivot", shm=True) as conn:
+        assert conn.transport == "shm"
+        assert not conn.client_index & 0x80000000
+        assert conn.client_index != socket_index
+        exercise(conn, pid, "pivot")
+        clients = Api(conn).dump("api_client_dump")
+        assert any(c.name == "py-pivot" and c.index == conn.client_index for c in clients)
+        # Once is enough.
+        with pytest.raises(VlcError) as e:
+            conn.pivot_to_shm()
+        assert e.value.code == vlibclient.VLC_E_INVAL
+
+
+def test_shared_memory_attached_by_name(shm_server):
+    path, pid, prefix = shm_server
+    with Connection.attach_shm("py-named", prefix=prefix) as conn:
+        assert conn.transport == "shm"
+        assert not conn.client_index & 0x80000000
+        exercise(conn, pid, "named")
+        # A receive callback works there too.
+        got = []
+        done = threading.Event()
+
+        def on_message(m):
+            got.append(struct.unpack_from(">HI", m)[1])
+            if len(got) == 20:
+                done.set()
+
+        conn.set_callback(on_message)
+        for i in range(20):
+            conn.send(ping_bytes(conn, i + 1))
+        assert done.wait(10)
+        assert got == list(range(1, 21))
+        conn.set_callback(None)
+    # It said goodbye: the server no longer lists it.
+    with Connection(path, "py-observer") as observer:
+        deadline = time.monotonic() + 5
+        while "py-named" in Api(observer).call("cli_inband", cmd="show api clients").reply:
+            assert time.monotonic() < deadline, "py-named still listed"
+            time.sleep(0.05)
+
+
+def test_shared_memory_errors(shm_server):
+    with pytest.raises(VlcError) as e:
+        Connection.attach_shm("py-nowhere", prefix="no-such-prefix-%d" % os.getpid())
+    assert e.value.code == vlibclient.VLC_E_CONNECT
+    assert "named segment" in e.value.message
+
+
+def test_silent_shared_memory_connections_keep_answering(keepalive_server):
+    """The server pings shared-memory clients silent for 0.5 s (one ping per second, since the
+    ping consumed counts as activity for the next scan); the library's thread answers while
+    Python sleeps and while it computes holding the GIL."""
+    path, prefix, log = keepalive_server
+    conns = [Connection(path, "py-ka-pivot", shm=True), Connection.attach_shm("py-ka-named", prefix=prefix)]
+    try:
+        time.sleep(6.0)
+        asleep = [c.keepalives_answered for c in conns]
+        end = time.monotonic() + 6.0
+        x = 0
+        while time.monotonic() < end:
+            x += 1
+        answered = [c.keepalives_answered for c in conns]
+        print("keepalive answered %s (%s while asleep)" % (answered, asleep))
+        for total, before in zip(answered, asleep):
+            assert before >= 3, (answered, asleep)
+            assert total - before >= 3, (answered, asleep)
+            assert total >= 10, (answered, asleep)
+        # A socket connection sees both listed, healthy (a ping may be in flight at the very
+        # moment of a look, so look a few times).
+        with Connection(path, "py-ka-observer") as observer:
+            api = Api(observer)
+            deadline = time.monotonic() + 5
+            while True:
+                text = api.call("cli_inband", cmd="show api clients").reply
+                shm_part = text.split("Shared memory clients", 1)[-1]
+                lines = [line for line in shm_part.splitlines() if "py-ka-pivot" in line or "py-ka-named" in line]
+                if len(lines) == 2 and all(line.split()[-1] == "OK" for line in lines):
+                    break
+                assert time.monotonic() < deadline, text
+                time.sleep(0.05)
+        with open(log) as f:
+            server_log = f.read()
+        assert "does not answer pings" not in server_log, server_log
+        # And both still work.
+        for conn in conns:
+            conn.send(ping_bytes(conn, 4242))
+            assert struct.unpack_from(">HI", conn.recv(timeout=5))[1] == 4242
+    finally:
+        for conn in conns:
+            conn.disconnect()
 
 
 def test_silent_python_keeps_answering_pings(pinging_server):
@@ -149,4 +264,4 @@ def test_silent_python_keeps_answering_pings(pinging_server):
         assert busy >= 10, busy
         # Pings never reach Python.
         assert conn.recv(timeout=0) is None
-        print("answered %d" % conn.keepalives_answered)
+        print("silent answered %d" % conn.keepalives_answered)

@@ -1,7 +1,7 @@
 """Python binding of libvlibclient.so, the C client library of the API server.
 
-``Connection`` is one registered connection (socket today; shared memory once the transport
-exists) that sends and receives raw API messages. Keepalive pings from the server are
+``Connection`` is one registered connection (the socket, a private shared-memory segment
+after a pivot, or the server's named segment) that sends and receives raw API messages. Keepalive pings from the server are
 answered inside the library, by its own thread, and never reach Python: a program may stay
 silent (sleeping, or busy holding the GIL) for as long as it likes without being reaped.
 
@@ -10,7 +10,7 @@ definitions (``get_api_json``) through ``vpp_papi.VPPApiJSONFiles``, and packs a
 messages with the resulting ``vpp_serializer`` message types.
 
     from vlibclient import Connection, Api
-    with Connection("/run/vpp/api.sock", "example") as conn:
+    with Connection("/run/vpp/api.sock", "example", shm=True) as conn:
         api = Api(conn)
         print(api.call("control_ping").vpe_pid)
         print(api.dump("api_client_dump"))
@@ -76,7 +76,7 @@ class UnknownMessage(VlcError):
 
 
 class NotAvailable(VlcError):
-    """Not in this build of the library (the shared-memory transport, for now)."""
+    """The server does not offer it (shared memory: its table lacks the messages)."""
 
 
 _ERRORS = {
@@ -153,8 +153,8 @@ class Connection:
     """One connection to the API server through libvlibclient.
 
     socket_path, name: where the server listens, and the name it shows for this client.
-    shm: pivot to a private shared-memory segment of shm_size bytes after connecting
-        (raises NotAvailable until the shared-memory transport exists).
+    shm: pivot to a private shared-memory segment of shm_size bytes (0: the server's default)
+        after connecting; the client index changes (see client_index).
     timeout: registration timeout in seconds.
     idle_poll: how often the library's thread looks for pings while Python is silent.
     """
@@ -187,9 +187,11 @@ class Connection:
 
     @classmethod
     def attach_shm(cls, name, prefix=None, timeout=5.0, idle_poll=0.1, library=None):
-        """Connects to the server's named segment (/dev/shm/vpe-api, or <prefix>-vpe-api).
+        """Connects to the server's named segment (/dev/shm/vpe-api, or <prefix>-vpe-api, the
+        server's --shm-prefix), without a socket.
 
-        Raises NotAvailable until the shared-memory transport exists.
+        Raises VlcError (code VLC_E_CONNECT) when there is no such segment, no free slot, or
+        its server is gone.
         """
         self = cls.__new__(cls)
         self._lib = load_library(library)
@@ -206,7 +208,10 @@ class Connection:
         return self._handle
 
     def pivot_to_shm(self, size=64 << 20):
-        """Moves the connection to shared memory (NotAvailable until it exists)."""
+        """Moves the connection to a private shared-memory segment of size bytes.
+
+        The client index changes; the connection stays on the socket if this raises.
+        """
         _check(self._lib, self._lib.vlc_pivot_to_shm(self._h(), size))
 
     @property
