@@ -260,13 +260,25 @@ static void on_message(void *user, const void *msg, size_t len) {
   atomic_fetch_add(&s->n, 1);
 }
 
-/* Callback mode: 100 pings answered through the callback, then back to vlc_read. */
-static void callbacks(vlc_conn_t *c, const struct ids *ids, uint32_t pid) {
+/* Callback mode: 100 pings answered through the callback, then back to vlc_read. With
+ * `pivot`, the connection moves to shared memory while the callback is installed. */
+static void callbacks(vlc_conn_t *c, const struct ids *ids, uint32_t pid, int pivot) {
   void *m = NULL;
   size_t len = 0;
   struct cb_state s = {.reply_id = ids->reply, .conn = c};
   CHECK(vlc_set_rx_callback(c, on_message, &s) == VLC_OK);
   CHECK(vlc_read(c, &m, &len, 0) == VLC_E_CALLBACK_MODE);
+  if (pivot) {
+    uint32_t socket_index = vlc_client_index(c);
+    CHECK(vlc_pivot_to_shm(c, 1ull << 40) == VLC_E_INVAL); /* more than sock_init_shm asks */
+    CHECK(vlc_transport(c) == VLC_TRANSPORT_SOCKET);
+    CHECK(vlc_pivot_to_shm(c, 0) == VLC_OK);
+    CHECK(vlc_transport(c) == VLC_TRANSPORT_SHM);
+    CHECK(vlc_client_index(c) != socket_index);
+    CHECK((vlc_client_index(c) & 0x80000000u) == 0);
+    CHECK(vlc_pivot_to_shm(c, 0) == VLC_E_INVAL); /* once */
+    CHECK(vlc_read(c, &m, &len, 0) == VLC_E_CALLBACK_MODE);
+  }
   for (uint32_t i = 0; i < 100; i++) CHECK(send_ping(c, ids->ping, 5000 + i, 0) == VLC_OK);
   for (int t = 0; t < 5000 && atomic_load(&s.n) < 100; t++) usleep(1000);
   CHECK(atomic_load(&s.n) == 100);
@@ -314,8 +326,7 @@ static void run_server(const char *path, uint32_t pid, const char *prefix) {
 
   CHECK(vlc_connect(path, "c-client", &opts, &c) == VLC_OK);
   CHECK(vlc_transport(c) == VLC_TRANSPORT_SOCKET);
-  uint32_t socket_index = vlc_client_index(c);
-  CHECK((socket_index & 0x80000000u) != 0);
+  CHECK((vlc_client_index(c) & 0x80000000u) != 0);
   struct ids ids = load_ids(c);
   CHECK(vlc_msg_id_crc(c, "control_ping", 0x51077d14) == ids.ping);
   CHECK(vlc_msg_id(c, "no_such_message_12345678") == VLC_E_UNKNOWN_MSG);
@@ -334,18 +345,13 @@ static void run_server(const char *path, uint32_t pid, const char *prefix) {
   CHECK(vlc_read(c, &m, &len, 0) == VLC_E_TIMEOUT);
 
   exercise(c, &ids, pid, "socket");
-  callbacks(c, &ids, pid);
+  callbacks(c, &ids, pid, 0);
 
-  /* The pivot to shared memory: a new client index, the same table. */
-  CHECK(vlc_pivot_to_shm(c, 1ull << 40) == VLC_E_INVAL); /* more than sock_init_shm can ask */
-  CHECK(vlc_transport(c) == VLC_TRANSPORT_SOCKET);
-  CHECK(vlc_pivot_to_shm(c, 0) == VLC_OK);
-  CHECK(vlc_transport(c) == VLC_TRANSPORT_SHM);
-  CHECK(vlc_client_index(c) != socket_index);
-  CHECK((vlc_client_index(c) & 0x80000000u) == 0);
-  CHECK(vlc_pivot_to_shm(c, 0) == VLC_E_INVAL); /* once */
+  /* The pivot to shared memory, with a receive callback installed: a new client index, the
+   * same table, the callback called with what arrives over the segment. */
+  callbacks(c, &ids, pid, 1);
   exercise(c, &ids, pid, "pivot");
-  callbacks(c, &ids, pid);
+  callbacks(c, &ids, pid, 0);
 
   /* Attached by name: no socket at all. */
   vlc_conn_t *by_name = NULL;
@@ -356,7 +362,7 @@ static void run_server(const char *path, uint32_t pid, const char *prefix) {
   struct ids named_ids = load_ids(by_name);
   CHECK(named_ids.add == ids.add && named_ids.event == ids.event);
   exercise(by_name, &named_ids, pid, "named");
-  callbacks(by_name, &named_ids, pid);
+  callbacks(by_name, &named_ids, pid, 0);
   CHECK(vlc_disconnect(by_name) == VLC_OK);
 
   /* Several connections at once, one thread each, over every transport. */
