@@ -206,8 +206,8 @@ impl<'a> LockWord<'a> {
     }
 
     #[cfg(not(loom))]
-    fn park(&self, expected: u32, _me: u32, _patience: &Patience) -> Result<(), HeapLockError> {
-        super::futex::wait(self.word, expected, PARK_SLICE).map_err(HeapLockError::Os)
+    fn park(&self, expected: u32, _me: u32, patience: &Patience) -> Result<(), HeapLockError> {
+        super::futex::wait(self.word, expected, patience.park_slice()).map_err(HeapLockError::Os)
     }
 
     #[cfg(not(loom))]
@@ -290,6 +290,43 @@ impl Patience {
 
     fn expired(&self) -> bool {
         self.start.elapsed() >= self.timeout
+    }
+
+    /// How long the next futex wait may sleep: one slice, but never past the moment the waiter
+    /// must give up or look at the owner, so a short timeout (the server's, on a segment a
+    /// client shares) is kept rather than rounded up to a whole slice.
+    fn park_slice(&self) -> Duration {
+        let elapsed = self.start.elapsed();
+        let mut slice = PARK_SLICE.min(self.timeout.saturating_sub(elapsed));
+        if let Some(until_check) = self.owner_check_after.checked_sub(elapsed) {
+            slice = slice.min(until_check);
+        }
+        slice
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn patience(timeout: Duration, owner_check_after: Duration) -> Patience {
+        Patience::start(&LockConfig {
+            pid: 1,
+            timeout,
+            owner_check_after,
+        })
+    }
+
+    #[test]
+    fn a_park_never_outlasts_the_timeout_or_the_owner_check() {
+        let short = patience(Duration::from_millis(2), Duration::from_secs(1));
+        assert!(short.park_slice() <= Duration::from_millis(2));
+        let check_soon = patience(Duration::from_secs(10), Duration::from_millis(1));
+        assert!(check_soon.park_slice() <= Duration::from_millis(1));
+        let patient = patience(Duration::from_secs(10), Duration::from_secs(10));
+        assert_eq!(patient.park_slice(), PARK_SLICE);
+        let expired = patience(Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(expired.park_slice(), Duration::ZERO);
     }
 }
 
