@@ -3,6 +3,8 @@
 //! Every command echoes the command lines it runs. See `cargo xtask help`.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod fuzz;
 mod tidy;
 
 use std::env;
@@ -21,7 +23,12 @@ cargo xtask <command> [args]
   loom [FILTER] [--preemptions N]
                          loom models (own target dir: target/loom)
   mp [FILTER]            multi-process tests (tests/mp_*.rs), one at a time
-  bench [NAME] [--report] benchmarks in release mode (NAME: a file stem under */benches/)
+  bench [NAME] [--report] benchmarks in release mode (NAME: a file stem under */benches/):
+                         one table, target/bench/results.json and chart.svg; --report
+                         also rewrites BENCHMARKS.md and docs/bench-chart.svg
+  fuzz [TARGET] [--time S] [--smoke]
+                         cargo-fuzz targets on nightly, S seconds each (default 60; --smoke:
+                         10); installs cargo-fuzz if missing; see fuzz/README.md
   doc                    rustdoc with warnings as errors
   tidy                   layering, SAFETY comments, lint inheritance
   ci                     fmt, lint, tidy, test, doc; stops at the first failure
@@ -42,7 +49,8 @@ fn main() -> ExitCode {
         "test" => test(),
         "loom" => loom(rest),
         "mp" => mp(rest.first().map(String::as_str)),
-        "bench" => bench(rest),
+        "bench" => bench::bench(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "doc" => doc(),
         "tidy" => tidy_cmd(),
         "ci" => ci(),
@@ -277,47 +285,6 @@ fn mp(filter: Option<&str>) -> Result {
         cmd.arg(f);
     }
     run(cmd)
-}
-
-fn bench(args: &[String]) -> Result {
-    let report = args.iter().any(|a| a == "--report");
-    let name = args.iter().find(|a| !a.starts_with("--"));
-    let mut benches = Vec::new();
-    for member in tidy::members(&root())? {
-        let Ok(entries) = std::fs::read_dir(member.dir.join("benches")) else {
-            continue;
-        };
-        for e in entries.filter_map(|e| e.ok()) {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "rs") {
-                if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
-                    benches.push((member.name.clone(), stem.to_owned()));
-                }
-            }
-        }
-    }
-    benches.sort();
-    let selected: Vec<_> = benches
-        .iter()
-        .filter(|(_, b)| name.is_none_or(|n| n == b))
-        .collect();
-    if selected.is_empty() {
-        let known: Vec<_> = benches.iter().map(|(_, b)| b.as_str()).collect();
-        return Err(format!(
-            "no benchmark named {:?}; known: {}",
-            name.map(String::as_str).unwrap_or(""),
-            known.join(", ")
-        ));
-    }
-    for (pkg, b) in selected {
-        let mut cmd = cargo();
-        cmd.args(["bench", "-p", pkg, "--bench", b]);
-        if report {
-            cmd.args(["--", "--report"]);
-        }
-        run(cmd)?;
-    }
-    Ok(())
 }
 
 fn doc() -> Result {
