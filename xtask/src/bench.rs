@@ -29,6 +29,8 @@ struct BenchTarget {
     stem: String,
     /// Source path relative to the workspace root.
     source: String,
+    /// The member's directory (where `cargo bench` would run it).
+    dir: PathBuf,
 }
 
 /// What happened while one benchmark binary ran.
@@ -70,24 +72,19 @@ pub(crate) fn bench(args: &[String]) -> Result {
         std::fs::remove_file(&jsonl).map_err(|e| format!("{}: {e}", jsonl.display()))?;
     }
 
-    // Build everything first, so that no compiler runs beside a measurement of ours.
-    let mut cmd = cargo();
-    cmd.args(["bench", "--no-run"]);
-    for b in &selected {
-        cmd.args(["-p", &b.package, "--bench", &b.stem]);
-    }
-    run(cmd)?;
+    // Build everything first and run the executables themselves: no compiler runs beside a
+    // measurement, and a source file edited during the run cannot change what is measured.
+    let executables = build(&selected)?;
 
     let started = Instant::now();
     let load_start = loadavg();
     let mut runs = Vec::new();
     let mut failures = Vec::new();
-    for b in &selected {
+    for (b, exe) in selected.iter().zip(&executables) {
         let load_before = loadavg();
         let t = Instant::now();
-        let mut cmd = cargo();
-        cmd.env(JSON_ENV, &jsonl)
-            .args(["bench", "-p", &b.package, "--bench", &b.stem]);
+        let mut cmd = Command::new(exe);
+        cmd.arg("--bench").current_dir(&b.dir).env(JSON_ENV, &jsonl);
         let outcome = run(cmd);
         runs.push(GroupRun {
             target: b.clone(),
@@ -97,7 +94,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
             ok: outcome.is_ok(),
         });
         if let Err(e) = outcome {
-            failures.push(e);
+            failures.push(format!("{}: {e}", b.stem));
         }
     }
     let load_end = loadavg();
@@ -146,6 +143,61 @@ pub(crate) fn bench(args: &[String]) -> Result {
     }
 }
 
+/// Builds the selected benchmarks in release mode (`cargo bench --no-run`) and returns their
+/// executables, in the same order.
+fn build(selected: &[BenchTarget]) -> Result<Vec<PathBuf>> {
+    let mut cmd = cargo();
+    cmd.args([
+        "bench",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    for b in selected {
+        cmd.args(["-p", &b.package, "--bench", &b.stem]);
+    }
+    crate::echo(&cmd);
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot start cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("building the benchmarks failed ({})", out.status));
+    }
+    let artifacts = bench_executables(&String::from_utf8_lossy(&out.stdout));
+    selected
+        .iter()
+        .map(|b| {
+            let manifest = b.dir.join("Cargo.toml");
+            artifacts
+                .iter()
+                .find(|(m, name, _)| Path::new(m) == manifest && *name == b.stem)
+                .map(|(_, _, exe)| PathBuf::from(exe))
+                .ok_or_else(|| format!("cargo did not report an executable for {}", b.stem))
+        })
+        .collect()
+}
+
+/// (manifest path, target name, executable) of every bench artifact in cargo's JSON messages.
+fn bench_executables(messages: &str) -> Vec<(String, String, String)> {
+    messages
+        .lines()
+        .filter_map(|line| parse_json(line).ok())
+        .filter(|j| j.str("reason") == Some("compiler-artifact"))
+        .filter_map(|j| {
+            let target = j.get("target")?;
+            let is_bench = matches!(target.get("kind"), Some(Json::Arr(k)) if k.contains(&Json::Str("bench".into())));
+            if !is_bench {
+                return None;
+            }
+            Some((
+                j.str("manifest_path")?.to_owned(),
+                target.str("name")?.to_owned(),
+                j.str("executable")?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
 /// Every `benches/*.rs` of every member, in [`ORDER`].
 fn discover() -> Result<Vec<BenchTarget>> {
     let root = root();
@@ -167,6 +219,7 @@ fn discover() -> Result<Vec<BenchTarget>> {
                         package: member.name.clone(),
                         stem: stem.to_owned(),
                         source,
+                        dir: member.dir.clone(),
                     });
                 }
             }
@@ -1436,6 +1489,7 @@ mod tests {
                     package: "api-server".into(),
                     stem: (*s).into(),
                     source: format!("tools/api-server/benches/{s}.rs"),
+                    dir: PathBuf::from("tools/api-server"),
                 },
                 load_before: "0.50 0.40 0.30".into(),
                 load_after: "0.60 0.40 0.30".into(),
@@ -1556,6 +1610,26 @@ mod tests {
             svg.matches("<circle").count(),
             3,
             "one dot per run of the time case"
+        );
+    }
+
+    #[test]
+    fn bench_executables_come_from_cargo_messages() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","manifest_path":"/w/svm/Cargo.toml","target":{"kind":["lib"],"name":"svm"},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","manifest_path":"/w/svm/Cargo.toml","target":{"kind":["bench"],"name":"queue"},"executable":"/t/release/deps/queue-1"}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+            "\nnot json\n"
+        );
+        assert_eq!(
+            bench_executables(messages),
+            vec![(
+                "/w/svm/Cargo.toml".to_owned(),
+                "queue".to_owned(),
+                "/t/release/deps/queue-1".to_owned()
+            )]
         );
     }
 

@@ -102,7 +102,7 @@ fn run(mut cmd: Command) -> Result {
     }
 }
 
-fn echo(cmd: &Command) {
+pub(crate) fn echo(cmd: &Command) {
     eprintln!("$ {}", render(cmd));
 }
 
