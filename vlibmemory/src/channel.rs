@@ -62,6 +62,51 @@ use crate::slot::{SLOT_FREE, buffer_is_free, free_buffer, mark_buffer_busy};
 /// A slot busy for longer than this is taken back by its producer.
 pub const GC_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Copies `msg` into the buffer at `off` (its payload at `off + 16`) and writes the length
+/// word, in whole 64-bit words: the last word is zero-padded, which stays inside the buffer
+/// because payload capacities are multiples of 8. False if the buffer is out of the region.
+fn write_buffer(region: &SharedRegion, off: usize, msg: &[u8]) -> bool {
+    let n = msg.len().div_ceil(8);
+    let Some(words) = region.words(off + 8, 1 + n) else {
+        return false;
+    };
+    let len = (msg.len() as u32).to_be_bytes();
+    // data_len (big-endian) then gc_mark 0, as VPP's msgbuf_t lays them out.
+    words[0].store(
+        u64::from_ne_bytes([len[0], len[1], len[2], len[3], 0, 0, 0, 0]),
+        Ordering::Relaxed,
+    );
+    let mut chunks = msg.chunks_exact(8);
+    for (w, c) in words[1..].iter().zip(&mut chunks) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        words[n].store(u64::from_ne_bytes(b), Ordering::Relaxed);
+    }
+    true
+}
+
+/// Copies `len` payload bytes of the buffer at `off` into `buf` in whole 64-bit words (the
+/// buffer's capacity was checked to hold them, rounded up to a word).
+fn read_buffer(region: &SharedRegion, off: usize, len: usize, buf: &mut Vec<u8>) -> bool {
+    let n = len.div_ceil(8);
+    let Some(words) = region.words(off + MSGBUF_HEADER, n) else {
+        return false;
+    };
+    buf.clear();
+    buf.resize(n * 8, 0);
+    for (w, b) in words.iter().zip(buf.chunks_exact_mut(8)) {
+        b.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+    }
+    buf.truncate(len);
+    true
+}
+
 /// Where one ring lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingGeometry {
@@ -447,7 +492,15 @@ pub struct Sender {
     heap_fallbacks: u64,
     garbage_collects: u64,
     sent: u64,
+    batching: bool,
+    /// Offsets written and marked busy but not yet published (native-endian `u64`s).
+    pending: Vec<u8>,
 }
+
+/// Offsets published together when batching.
+const BATCH: usize = 32;
+/// Most offsets a batching sender holds back before it reports the queue full.
+const MAX_PENDING: usize = 1024;
 
 impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -483,6 +536,8 @@ impl Sender {
             heap_fallbacks: 0,
             garbage_collects: 0,
             sent: 0,
+            batching: false,
+            pending: Vec::new(),
         })
     }
 
@@ -544,7 +599,10 @@ impl Sender {
             r.hits += 1;
             return Some(off);
         }
-        let off = self.segment.alloc(MSGBUF_HEADER + len, 64).ok()?;
+        let off = self
+            .segment
+            .alloc(MSGBUF_HEADER + len.next_multiple_of(8), 64)
+            .ok()?;
         self.heap_fallbacks += 1;
         Some(off)
     }
@@ -562,27 +620,35 @@ impl Sender {
     }
 
     /// Sends one message without waiting. On [`SendError::NoBuffer`] or
-    /// [`SendError::QueueFull`] nothing was sent.
+    /// [`SendError::QueueFull`] nothing was sent. With batching on, the offset may wait in this
+    /// sender until [`Sender::flush`] (or until a batch is full).
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         if msg.len() > u32::MAX as usize - MSGBUF_HEADER {
             return Err(SendError::TooLarge(msg.len()));
         }
+        if self.batching && self.pending_full() {
+            self.flush()?;
+            if self.pending_full() {
+                return Err(SendError::QueueFull);
+            }
+        }
         let off = self.alloc(msg.len()).ok_or(SendError::NoBuffer)?;
         let region = self.segment.region();
-        let written = region.write(off + MSGBUF_HEADER, msg).is_ok()
-            && region
-                .words32(off + 8, 2)
-                .map(|w| {
-                    w[0].store((msg.len() as u32).to_be(), Ordering::Relaxed);
-                    w[1].store(0, Ordering::Relaxed);
-                })
-                .is_some();
-        if !written {
+        if !write_buffer(region, off, msg) {
             self.release(off);
             return Err(SendError::NoBuffer);
         }
         if let Some(w) = region.words(off, 1) {
             mark_buffer_busy(&w[0]);
+        }
+        if self.batching {
+            self.pending.extend_from_slice(&(off as u64).to_ne_bytes());
+            self.sent += 1;
+            if self.pending.len() >= BATCH * 8 {
+                // A full batch goes at once; what does not fit stays queued here, in order.
+                let _ = self.flush();
+            }
+            return Ok(());
         }
         match self.queue.try_send(&(off as u64).to_ne_bytes()) {
             Ok(()) => {
@@ -598,6 +664,38 @@ impl Sender {
                     _ => SendError::QueueFull,
                 })
             }
+        }
+    }
+
+    /// Holds sent offsets back and publishes them in batches: one index store, and at most one
+    /// wake-up, per batch instead of per message. The owner must call [`Sender::flush`] when
+    /// a burst ends.
+    pub fn set_batching(&mut self, on: bool) {
+        self.batching = on;
+    }
+
+    fn pending_full(&self) -> bool {
+        self.pending.len() >= MAX_PENDING * 8
+    }
+
+    /// Messages written but not yet published (batching).
+    pub fn pending(&self) -> usize {
+        self.pending.len() / 8
+    }
+
+    /// Publishes the offsets held back by batching, as many as the queue takes; the rest stay,
+    /// in order, for the next flush.
+    pub fn flush(&mut self) -> Result<(), SendError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match self.queue.try_send_batch(&self.pending) {
+            Ok(n) => {
+                self.pending.drain(..n * 8);
+                Ok(())
+            }
+            Err(QueueSendError::Corrupt(c)) => Err(SendError::Corrupt(c)),
+            Err(_) => Ok(()),
         }
     }
 
@@ -620,9 +718,9 @@ impl Sender {
         }
     }
 
-    /// Queue occupancy (messages sent and not yet taken), for keepalive heuristics and stats.
+    /// Messages sent and not yet taken: queued, plus held back by batching.
     pub fn queued(&mut self) -> Result<u32, QueueCorrupt> {
-        self.queue.occupancy()
+        Ok(self.queue.occupancy()? + self.pending() as u32)
     }
 }
 
@@ -630,6 +728,10 @@ impl Sender {
 pub struct Receiver {
     segment: Arc<Segment>,
     queue: Consumer,
+    /// Offsets dequeued in one batch and not yet taken (native-endian `u64`s).
+    batch: Vec<u8>,
+    /// Next offset of `batch` to take.
+    batch_pos: usize,
     /// The peer's rings, from this side's private copy of the layout.
     rings: Vec<RingGeometry>,
     /// Structures of the whole segment a heap offset may not point into.
@@ -660,6 +762,8 @@ impl Receiver {
         Ok(Self {
             segment,
             queue: consumer,
+            batch: vec![0; BATCH * 8],
+            batch_pos: BATCH * 8,
             rings: rings.to_vec(),
             structures,
             received: 0,
@@ -680,18 +784,35 @@ impl Receiver {
     /// Takes the next message, if any, into `buf` (replacing its contents). `Ok(false)` when the
     /// queue is empty.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<bool, RecvError> {
+        if self.batch_pos >= self.batch.len() {
+            // Take every offset waiting, up to a batch, with one index publication.
+            let n = match self.queue.try_recv_batch(&mut self.batch[..BATCH * 8]) {
+                Ok(n) => n,
+                Err(QueueRecvError::Corrupt(c)) => return Err(RecvError::Corrupt(c)),
+                Err(_) => 0,
+            };
+            if n == 0 {
+                return Ok(false);
+            }
+            self.batch.truncate(n * 8);
+            self.batch_pos = 0;
+        }
+        let p = self.batch_pos;
         let mut elem = [0u8; 8];
-        match self.queue.try_recv(&mut elem) {
-            Ok(()) => {}
-            Err(QueueRecvError::Empty) => return Ok(false),
-            Err(QueueRecvError::Corrupt(c)) => return Err(RecvError::Corrupt(c)),
-            Err(_) => return Ok(false),
+        elem.copy_from_slice(&self.batch[p..p + 8]);
+        self.batch_pos += 8;
+        if self.batch_pos >= self.batch.len() {
+            self.batch.resize(BATCH * 8, 0);
+            self.batch_pos = self.batch.len();
         }
         self.take(u64::from_ne_bytes(elem), buf).map(|()| true)
     }
 
     /// Waits up to `timeout` for a message (using the queue's wait policy).
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<(), RecvError> {
+        if self.try_recv(buf)? {
+            return Ok(());
+        }
         let mut elem = [0u8; 8];
         match self.queue.recv_timeout(&mut elem, timeout) {
             Ok(()) => self.take(u64::from_ne_bytes(elem), buf),
@@ -734,12 +855,10 @@ impl Receiver {
             self.discard(off, ring_capacity.is_some());
             return Err(RecvError::TooShort(len));
         }
-        buf.clear();
-        buf.resize(len as usize, 0);
         // Copy first; the caller validates the copy, never the shared bytes.
-        region
-            .read(off + MSGBUF_HEADER, buf)
-            .map_err(|_| RecvError::BadOffset(offset))?;
+        if !read_buffer(region, off, len as usize, buf) {
+            return Err(RecvError::BadOffset(offset));
+        }
         self.discard(off, ring_capacity.is_some());
         Ok(())
     }

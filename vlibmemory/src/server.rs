@@ -466,8 +466,10 @@ impl ShmServer {
     ) -> Result<ServerChannel, ShmError> {
         let mut tx = Sender::attach(segment.clone(), &layout.server_rings, layout.reply)?;
         // The client sleeps on the reply queue's futex; wake it that way (the default), and never
-        // wait: a full queue goes to the backlog instead.
+        // wait: a full queue goes to the backlog instead. Replies are published in batches at
+        // the end of each burst (`flush_channel`, `flush_backlogs`).
         tx.queue_mut().set_wait_policy(WaitPolicy::Poll);
+        tx.set_batching(true);
         let mut rx = Receiver::attach(
             segment.clone(),
             &layout.client_rings,
@@ -767,11 +769,24 @@ impl ShmServer {
         self.send_channel(id, msg)
     }
 
-    /// Retries backlogged replies; returns the channels whose backlog is stuck or broken.
+    /// Publishes the replies channel `id` holds back (call it when a burst for it ends).
+    pub fn flush_channel(&mut self, id: ChannelId) -> Result<(), ShmSendError> {
+        match self.channels.get_mut(id) {
+            Some(Some(ch)) => ch.tx.flush().map_err(ShmSendError::Channel),
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes held-back replies and retries backlogged ones; returns the channels whose
+    /// backlog is stuck or broken.
     pub fn flush_backlogs(&mut self) -> Vec<(ChannelId, ShmSendError)> {
         let mut failed = Vec::new();
         for (id, slot) in self.channels.iter_mut().enumerate() {
             let Some(ch) = slot.as_mut() else { continue };
+            if let Err(e) = ch.tx.flush() {
+                failed.push((id, ShmSendError::Channel(e)));
+                continue;
+            }
             while let Some(msg) = ch.backlog.front() {
                 match ch.tx.try_send(msg) {
                     Ok(()) => {
@@ -785,16 +800,24 @@ impl ShmServer {
                     }
                 }
             }
+            if let Err(e) = ch.tx.flush() {
+                failed.push((id, ShmSendError::Channel(e)));
+            }
         }
         failed
     }
 
-    /// True when some channel has replies waiting in its backlog.
+    /// True when some channel has replies waiting in its backlog or held back unpublished.
     pub fn has_backlog(&self) -> bool {
         self.channels
             .iter()
             .flatten()
-            .any(|c| !c.backlog.is_empty())
+            .any(|c| !c.backlog.is_empty() || c.tx.pending() > 0)
+    }
+
+    /// Number of channel slots (some may be empty): channel ids are below it.
+    pub fn capacity(&self) -> usize {
+        self.channels.len()
     }
 
     /// Calls `f` with every registered client index.
@@ -831,7 +854,10 @@ impl ShmServer {
     /// Removes channel `id`: its segment is unmapped once nobody uses it (a private segment at
     /// once; a named slot is recycled). Returns the registration it had.
     pub fn remove(&mut self, id: ChannelId) -> Option<(Origin, Option<Registration>)> {
-        let ch = self.channels.get_mut(id)?.take()?;
+        let mut ch = self.channels.get_mut(id)?.take()?;
+        // Publish what is held back (the answer to a delete, for one): the client keeps its
+        // mapping and may still read it.
+        let _ = ch.tx.flush();
         self.free.push(id);
         let origin = ch.origin;
         let registration = ch.registration.clone();
@@ -850,6 +876,7 @@ impl ShmServer {
             // A private segment stays mapped in the client after the server lets go of it.
             return self.remove(id);
         }
+        let _ = ch.tx.flush();
         ch.closing = Some(Instant::now());
         Some((ch.origin, ch.registration.take()))
     }

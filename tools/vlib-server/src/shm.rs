@@ -40,11 +40,12 @@ impl Server {
     pub(crate) fn poll_shm(&mut self) -> usize {
         let mut handled = 0;
         let mut buf = std::mem::take(&mut self.shm_buf);
-        for id in self.shm.channel_ids() {
-            for _ in 0..BURST {
+        for id in 0..self.shm.capacity() {
+            let mut burst = 0;
+            while burst < BURST {
                 match self.shm.recv(id, &mut buf) {
                     Ok(true) => {
-                        handled += 1;
+                        burst += 1;
                         self.handle_shm_message(id, &buf);
                     }
                     Ok(false) => break,
@@ -62,6 +63,13 @@ impl Server {
                         }
                     }
                 }
+            }
+            if burst > 0 {
+                // The burst's replies go out together.
+                if let Err(e) = self.shm.flush_channel(id) {
+                    self.reap_shm(id, &format!("its replies cannot be delivered: {e}"));
+                }
+                handled += burst;
             }
         }
         self.shm_buf = buf;
