@@ -244,6 +244,7 @@ struct ServerChannel {
     last_heard: Instant,
     unanswered_pings: u32,
     consumed_at_scan: u64,
+    received_at_scan: u64,
     created: Instant,
     bad_messages: u64,
     /// Deleted, waiting for the client to take its last replies before the slot is recycled.
@@ -492,6 +493,7 @@ impl ShmServer {
             last_heard: now,
             unanswered_pings: 0,
             consumed_at_scan: 0,
+            received_at_scan: 0,
             created: now,
             bad_messages: 0,
             closing: None,
@@ -656,7 +658,8 @@ impl ShmServer {
         }
     }
 
-    /// Takes the next message of channel `id` into `buf`. Any message counts as a sign of life.
+    /// Takes the next message of channel `id` into `buf`. Any message counts as a sign of life
+    /// (seen by the next keepalive scan).
     pub fn recv(&mut self, id: ChannelId, buf: &mut Vec<u8>) -> Result<bool, RecvError> {
         let Some(Some(ch)) = self.channels.get_mut(id) else {
             return Ok(false);
@@ -664,14 +667,11 @@ impl ShmServer {
         if ch.closing.is_some() {
             return Ok(false);
         }
+        // Signs of life are read from the receive count at the keepalive scan, not timed here:
+        // no clock read per message.
         let r = ch.rx.try_recv(buf);
-        match &r {
-            Ok(true) => {
-                ch.last_heard = Instant::now();
-                ch.unanswered_pings = 0;
-            }
-            Err(_) => ch.bad_messages += 1,
-            Ok(false) => {}
+        if r.is_err() {
+            ch.bad_messages += 1;
         }
         r
     }
@@ -930,8 +930,10 @@ impl ShmServer {
                 .queued()
                 .map(|q| ch.tx.stats().sent.saturating_sub(u64::from(q)))
                 .unwrap_or(0);
-            if consumed != ch.consumed_at_scan {
+            let received = ch.rx.counts().0;
+            if consumed != ch.consumed_at_scan || received != ch.received_at_scan {
                 ch.consumed_at_scan = consumed;
+                ch.received_at_scan = received;
                 ch.last_heard = now;
                 ch.unanswered_pings = 0;
             }
@@ -1053,6 +1055,12 @@ mod tests {
             "wrong epoch refused"
         );
         s.send(index, &[9, 9]).unwrap();
+        // Replies are published in batches, when the owner flushes.
+        assert!(
+            !link.try_recv(&mut buf).unwrap(),
+            "held back until the flush"
+        );
+        s.flush_channel(id).unwrap();
         link.recv(&mut buf, Duration::from_secs(1)).unwrap();
         assert_eq!(buf, [9, 9]);
         assert_eq!(s.channels_of_socket(ClientIndex(0x8100_0000)), vec![id]);
