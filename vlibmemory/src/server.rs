@@ -851,6 +851,15 @@ impl ShmServer {
         }
     }
 
+    /// Stops recycling named slots, as the server stops: a client still attached by name then
+    /// finds the server gone (the doorbell loses its reader) instead of its queues reset under
+    /// it, and no new claim is adopted. The segment goes when the transport is dropped.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(n) = self.named.as_mut() {
+            n.slots.clear();
+        }
+    }
+
     /// Removes channel `id`: its segment is unmapped once nobody uses it (a private segment at
     /// once; a named slot is recycled). Returns the registration it had.
     pub fn remove(&mut self, id: ChannelId) -> Option<(Origin, Option<Registration>)> {

@@ -1405,6 +1405,7 @@ impl Server {
     }
 
     fn stop(&mut self) {
+        self.shm.begin_shutdown();
         for id in self.shm.channel_ids() {
             self.reap_shm(id, "the server stopped");
         }
