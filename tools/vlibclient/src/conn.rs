@@ -16,7 +16,7 @@
 //! handling is transport-agnostic: it sits in [`RxGuard::recv_with`], above the transport.
 //!
 //! **Transports.** Every byte goes through the private `Tx` and `Rx` enums: the socket, or a
-//! shared-memory channel (vlibmemory's [`ShmLink`](vlibmemory::client::ShmLink), split into a
+//! shared-memory channel (vlibmemory's [`ShmLink`], split into a
 //! send half and a receive half). Two ways onto shared memory, as `vlibsocket::client` does
 //! them:
 //!
