@@ -9,8 +9,11 @@ pub mod seeds;
 pub mod server_socket;
 pub mod shm_reader;
 
+/// A target's body.
+pub type Body = fn(&[u8]);
+
 /// The targets, by name, for the regression runner.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("frame_reader", frame_reader::run),
     ("decode_all", decode_all::run),
     ("server_socket", server_socket::run),

@@ -5,7 +5,7 @@
 //!
 //! Seeds are generated (`fuzz/src/bodies/seeds.rs`); `VLIB_FUZZ_BLESS=1` rewrites them.
 
-#[allow(dead_code, unreachable_pub, missing_debug_implementations)]
+#[allow(unreachable_pub, missing_debug_implementations)]
 #[path = "../../../fuzz/src/bodies/mod.rs"]
 mod bodies;
 
@@ -26,7 +26,7 @@ fn files(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out: Vec<(PathBuf, Vec<u8>)> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n == "README.md"))
+        .filter(|p| p.is_file() && p.file_name().is_none_or(|n| n != "README.md"))
         .map(|p| {
             let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             (p, bytes)
