@@ -247,52 +247,62 @@ fn mp_request_timeouts_work_on_shared_memory() {
 #[test]
 fn mp_a_dead_server_is_a_loss_on_shared_memory_and_a_restarted_one_is_found_again() {
     for kind in ["pivot", "named"] {
-        let (mut server, p) = shm_server(&format!("mp_async_shm_death_{kind}"), &[]);
-        let mut o = transports(&server, &p, "async-doomed")
-            .into_iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, o)| o)
-            .unwrap();
-        o.request_timeout = None;
-        o.reconnect = Some(Reconnect {
-            max_attempts: Some(100),
-            initial_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(100),
-            multiplier: 2.0,
-        });
-        let c = Client::connect(o).unwrap();
-        let mut status = c.status_events();
-        // A request the server never answers: it stopped, then dies.
-        server.child.signal(nix::sys::signal::Signal::SIGSTOP);
-        let mut req = c.request::<_, ControlPingReply>(&ControlPing::default());
-        assert!(common::poll_once(&mut req).is_pending());
-        let killed = std::time::Instant::now();
-        server.child.kill();
-        assert_eq!(
-            block_on_for(LIMIT, req).unwrap_err(),
-            RequestError::Disconnected,
-            "{kind}"
-        );
-        eprintln!("{kind}: loss seen {:?} after the kill", killed.elapsed());
-        assert!(
-            matches!(
-                block_on_for(LIMIT, status.next()),
-                Some(StatusEvent::Disconnected(_))
-            ),
-            "{kind}"
-        );
-        // The same socket path and prefix again.
-        let path = server.path.clone();
-        let dir = std::mem::replace(&mut server.dir, vppinfra::testing::TempDir::new("unused"));
-        let server2 = ServerProc::start_at(dir, path, &["--log-level", "warn", "--shm-prefix", &p]);
-        let ev = block_on_for(LIMIT, status.next()).unwrap();
-        assert!(
-            matches!(ev, StatusEvent::Reconnected { .. }),
-            "{kind}: {ev:?}"
-        );
-        let r: ControlPingReply = block_on_for(LIMIT, c.request(&ControlPing::default())).unwrap();
-        assert_eq!(r.vpe_pid, server2.pid(), "{kind}");
-        c.close();
+        // Killed (SIGKILL), then stopped cleanly (SIGTERM: it removes its named segment).
+        for clean in [false, true] {
+            let how = if clean { "stopped" } else { "killed" };
+            let tag = format!("mp_async_shm_death_{kind}_{how}");
+            let (mut server, p) = shm_server(&tag, &[]);
+            let mut o = transports(&server, &p, "async-doomed")
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, o)| o)
+                .unwrap();
+            o.request_timeout = None;
+            o.reconnect = Some(Reconnect {
+                max_attempts: Some(100),
+                initial_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(100),
+                multiplier: 2.0,
+            });
+            let c = Client::connect(o).unwrap();
+            let mut status = c.status_events();
+            let gone = std::time::Instant::now();
+            if clean {
+                server.child.signal(nix::sys::signal::Signal::SIGTERM);
+                server.child.wait_deadline(LIMIT);
+            } else {
+                // A request the server never answers: it stopped, then dies.
+                server.child.signal(nix::sys::signal::Signal::SIGSTOP);
+                let mut req = c.request::<_, ControlPingReply>(&ControlPing::default());
+                assert!(common::poll_once(&mut req).is_pending());
+                server.child.kill();
+                assert_eq!(
+                    block_on_for(LIMIT, req).unwrap_err(),
+                    RequestError::Disconnected,
+                    "{kind} {how}"
+                );
+            }
+            let ev = block_on_for(LIMIT, status.next());
+            assert!(
+                matches!(ev, Some(StatusEvent::Disconnected(_))),
+                "{kind} {how}: {ev:?}"
+            );
+            eprintln!("{kind} {how}: loss seen after {:?}", gone.elapsed());
+            // The same socket path and prefix again.
+            let path = server.path.clone();
+            let dir = std::mem::replace(&mut server.dir, vppinfra::testing::TempDir::new("unused"));
+            let server2 =
+                ServerProc::start_at(dir, path, &["--log-level", "warn", "--shm-prefix", &p]);
+            let ev = block_on_for(LIMIT, status.next()).unwrap();
+            assert!(
+                matches!(ev, StatusEvent::Reconnected { .. }),
+                "{kind} {how}: {ev:?}"
+            );
+            let r: ControlPingReply =
+                block_on_for(LIMIT, c.request(&ControlPing::default())).unwrap();
+            assert_eq!(r.vpe_pid, server2.pid(), "{kind} {how}");
+            c.close();
+        }
     }
 }
 
