@@ -374,3 +374,16 @@ fn connect_async_and_close() {
     );
     assert_eq!(r.unwrap_err(), RequestError::NotConnected);
 }
+
+#[test]
+fn the_io_thread_parks_at_once_on_shared_memory_by_default() {
+    // It relays replies to the tasks; spinning for them would compete with those tasks.
+    let park = vlibclient::conn::WaitPolicy::SpinThenPark { spins: 0 };
+    for o in [
+        Options::socket("/x", "n"),
+        Options::shm_pivot("/x", "n"),
+        Options::shm_by_name(Some("p"), "n"),
+    ] {
+        assert_eq!(o.connect.shm_wait, park, "{:?}", o.transport);
+    }
+}
