@@ -86,12 +86,17 @@ pub fn api_server() -> PathBuf {
         .clone()
 }
 
-/// A server process on a socket in its own temporary directory; killed on drop.
+/// A server process on a socket in its own temporary directory. Dropped, it is stopped
+/// cleanly (SIGTERM), so that it removes its socket and named segment; one that does not stop
+/// within a few seconds is killed, and the named segment of a server that was killed is
+/// removed here.
 pub struct ServerProc {
     pub child: TestChild,
     pub dir: TempDir,
     pub path: PathBuf,
     pub log: PathBuf,
+    /// The `--shm-prefix` it was given.
+    pub shm_prefix: Option<String>,
 }
 
 impl ServerProc {
@@ -111,11 +116,17 @@ impl ServerProc {
         let log_file = std::fs::File::create(&log).expect("server log");
         b.command().stderr(Stdio::from(log_file));
         let child = b.spawn();
+        let shm_prefix = extra
+            .iter()
+            .position(|a| *a == "--shm-prefix")
+            .and_then(|i| extra.get(i + 1))
+            .map(|p| (*p).to_owned());
         let p = ServerProc {
             child,
             dir,
             path,
             log,
+            shm_prefix,
         };
         let ok = testing::wait_until(Duration::from_secs(20), || {
             std::os::unix::net::UnixStream::connect(&p.path).is_ok()
@@ -131,6 +142,23 @@ impl ServerProc {
 
     pub fn pid(&self) -> u32 {
         self.child.pid()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        // Only a child not yet reaped may be signalled: a reaped pid may belong to anyone now.
+        if self.child.try_wait().is_none() {
+            self.child.signal(nix::sys::signal::Signal::SIGTERM);
+            self.child.signal(nix::sys::signal::Signal::SIGCONT);
+            let _ = testing::wait_until(Duration::from_secs(3), || self.child.try_wait().is_some());
+        }
+        self.child.kill();
+        if let Some(p) = &self.shm_prefix {
+            let segment = format!("/dev/shm/{p}-vpe-api");
+            let _ = std::fs::remove_file(format!("{segment}.doorbell"));
+            let _ = std::fs::remove_file(segment);
+        }
     }
 }
 
