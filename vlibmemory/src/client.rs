@@ -99,6 +99,10 @@ impl ShmLink {
 
     /// Attaches by name to the server's named segment (`prefix` as the server was given),
     /// claiming a free slot.
+    ///
+    /// The server is woken through a FIFO beside the segment; once the server is gone, a write
+    /// to it raises `SIGPIPE`. Rust programs ignore `SIGPIPE`; a C host must ignore or block it
+    /// (libvlibclient does).
     pub fn attach_named(prefix: Option<&str>, wait: WaitPolicy) -> Result<Self, ShmConnectError> {
         let name = named_segment_name(prefix).map_err(ShmConnectError::Segment)?;
         let segment = Segment::attach_named(
@@ -139,17 +143,24 @@ impl ShmLink {
             .iter()
             .map(|w| w.load(Ordering::Relaxed) as usize)
             .collect();
+        // Everything that can fail comes before the claim: a claimed slot is only given back by
+        // the server, once the claiming process is gone.
+        let mut notifier = Some(open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?);
+        let mut kick = Some(open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?);
         let pid = u64::from(std::process::id());
         for base in slots {
             let Some((st, pid_word)) = ChannelLayout::slot_words(region, base) else {
                 continue;
             };
+            let Ok(layout) = ChannelLayout::read(region, base) else {
+                continue;
+            };
             if !crate::slot::claim_channel(st, pid_word, pid) {
                 continue;
             }
-            let layout = ChannelLayout::read(region, base)?;
-            let notifier = open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?;
-            let kick = open_named_doorbell(&name).map_err(ShmConnectError::Doorbell)?;
+            let (Some(notifier), Some(kick)) = (notifier.take(), kick.take()) else {
+                break;
+            };
             let link = Self::attach_ends(
                 segment.clone(),
                 &layout,
@@ -195,17 +206,7 @@ impl ShmLink {
     /// True when the server is known to be gone: the named segment's doorbell FIFO has no
     /// reader left (its write end reports an error). A pivoted link cannot tell; its socket does.
     pub fn peer_gone(&self) -> bool {
-        let Some(k) = &self.doorbell_kick else {
-            return false;
-        };
-        let mut p = [nix::poll::PollFd::new(
-            k.fd(),
-            nix::poll::PollFlags::POLLOUT,
-        )];
-        matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
-            && p[0].revents().is_some_and(|r| {
-                r.intersects(nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLHUP)
-            })
+        doorbell_gone(self.doorbell_kick.as_ref())
     }
 
     /// Rings the server's doorbell unconditionally (named segment: after a claim).
@@ -256,7 +257,8 @@ impl ShmLink {
     }
 
     /// Splits the link into a sending half and a receiving half, for a client that sends from
-    /// one thread and receives in another. Both keep the segment mapped.
+    /// one thread and receives in another. Both keep the segment mapped; the receiving half
+    /// keeps [`ShmReceiver::peer_gone`].
     pub fn split(self) -> (ShmSender, ShmReceiver) {
         (
             ShmSender {
@@ -267,6 +269,7 @@ impl ShmLink {
                 _segment: self.segment,
                 rx: self.rx,
                 table: self.table,
+                doorbell_kick: self.doorbell_kick,
             },
         )
     }
@@ -305,6 +308,7 @@ pub struct ShmReceiver {
     _segment: Arc<Segment>,
     rx: Receiver,
     table: Option<Vec<u8>>,
+    doorbell_kick: Option<EventFdNotifier>,
 }
 
 impl fmt::Debug for ShmReceiver {
@@ -328,6 +332,26 @@ impl ShmReceiver {
     pub fn published_table(&self) -> Option<&[u8]> {
         self.table.as_deref()
     }
+
+    /// As [`ShmLink::peer_gone`].
+    pub fn peer_gone(&self) -> bool {
+        doorbell_gone(self.doorbell_kick.as_ref())
+    }
+}
+
+/// True when the named segment's doorbell FIFO lost its reader (the server).
+fn doorbell_gone(kick: Option<&EventFdNotifier>) -> bool {
+    let Some(k) = kick else {
+        return false;
+    };
+    let mut p = [nix::poll::PollFd::new(
+        k.fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+        && p[0].revents().is_some_and(|r| {
+            r.intersects(nix::poll::PollFlags::POLLERR | nix::poll::PollFlags::POLLHUP)
+        })
 }
 
 #[cfg(test)]
