@@ -253,7 +253,9 @@ pub fn workspace_root() -> PathBuf {
         if std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("[workspace]")) {
             return dir.to_path_buf();
         }
-        dir = dir.parent().unwrap_or_else(|| panic!("no workspace above {}", start.display()));
+        dir = dir
+            .parent()
+            .unwrap_or_else(|| panic!("no workspace above {}", start.display()));
     }
 }
 
@@ -291,7 +293,13 @@ pub fn python() -> PathBuf {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
     }
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(PYTHON_REQUIREMENTS));
     std::fs::write(&stamp, wanted).expect("write venv stamp");
     python
