@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod fuzz;
 mod tidy;
 
 use std::env;
@@ -25,6 +26,9 @@ cargo xtask <command> [args]
   bench [NAME] [--report] benchmarks in release mode (NAME: a file stem under */benches/):
                          one table, target/bench/results.json and chart.svg; --report
                          also rewrites BENCHMARKS.md and docs/bench-chart.svg
+  fuzz [TARGET] [--time S] [--smoke]
+                         cargo-fuzz targets on nightly, S seconds each (default 60; --smoke:
+                         10); installs cargo-fuzz if missing; see fuzz/README.md
   doc                    rustdoc with warnings as errors
   tidy                   layering, SAFETY comments, lint inheritance
   ci                     fmt, lint, tidy, test, doc; stops at the first failure
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         "loom" => loom(rest),
         "mp" => mp(rest.first().map(String::as_str)),
         "bench" => bench::bench(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "doc" => doc(),
         "tidy" => tidy_cmd(),
         "ci" => ci(),
