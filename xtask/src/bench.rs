@@ -735,7 +735,14 @@ impl Case {
             .join("; ")
     }
 
+    /// The spread of per-run figures; for a distribution of samples, whose (max - min) is one
+    /// outlier, the largest sample instead.
     fn spread_text(&self) -> String {
+        if self.is_distribution() && self.unit == "ns" {
+            return self
+                .max
+                .map_or_else(|| "-".to_owned(), |m| format!("max {}", fmt_ns(m)));
+        }
         self.spread.map_or_else(
             || "-".to_owned(),
             |s| {
@@ -1124,9 +1131,19 @@ impl Results {
         out.push_str("## Results\n\n");
         out.push_str(
             "median and p99 of the per-run figures (time per operation; with fewer than 100 runs \
-             the p99 is the worst run) or, for distributions, of the individual samples; spread \
-             = (max - min) / median, marked noisy above 25% for per-run figures; rate = \
-             operations per second at the median for pipelined and one-way cases.\n\n",
+             the p99 is the worst run) or, for distributions (`samples`), of the individual \
+             samples; spread = (max - min) / median, marked noisy above 25%, or for a \
+             distribution its largest sample; rate = operations per second at the median for \
+             pipelined and one-way cases.\n\n",
+        );
+        let _ = write!(
+            out,
+            "Where two processes spin (the raw spin ping-pong, polling modes), a run's mean swells \
+             whenever both land on one of the {} CPUs or another process takes one: a timeslice \
+             per handoff instead of a cache-line transfer. The per-sample distributions (cases \
+             named `each`) time every handoff on its own, so their medians show the handoff \
+             itself and their tails show the interference; read both.\n\n",
+            info.machine.cpus
         );
         for group in self.groups() {
             let run = runs.iter().find(|r| r.target.stem == group);
@@ -1147,7 +1164,7 @@ impl Results {
                  |---|---:|---:|---:|---:|---:|---|---|\n",
             );
             for c in self.cases.iter().filter(|c| c.group == group) {
-                let name = if self.is_baseline(c) {
+                let name = if self.is_baseline(c) && !c.name.contains("baseline") {
                     format!("{} *(baseline)*", md(&c.name))
                 } else {
                     md(&c.name)
@@ -1592,6 +1609,10 @@ mod tests {
         assert!(md.contains("1.00 1.00 1.00 at the start"));
         assert!(md.contains("(docs/bench-chart.svg)"));
         assert!(md.contains("| raw \"blocking\" *(baseline)* |"), "{md}");
+        assert!(
+            md.contains("| 4.0 KiB | 4.0 KiB | 0% | 1 samples |"),
+            "{md}"
+        );
         assert!(
             md.contains("| socket/control_ping pipelined | >= 2.00M/s | 2.00M/s | met |"),
             "{md}"
