@@ -143,6 +143,13 @@ fn run_target(dir: &str, target: &'static str, seconds: u64) -> Result<Outcome> 
     let corpus = crate_dir.join("corpus").join(target);
     std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
     let seeds: PathBuf = root().join("fuzz/seeds").join(target);
+    // Built first, so the time and rate below are the fuzzing's alone.
+    let mut build = nightly_cargo();
+    build
+        .args(["fuzz", "build", "--fuzz-dir"])
+        .arg(&crate_dir)
+        .args(["--debug-assertions", target]);
+    crate::run(build)?;
     let mut cmd = nightly_cargo();
     cmd.args(["fuzz", "run", "--fuzz-dir"])
         .arg(&crate_dir)
