@@ -39,6 +39,29 @@ use crate::config::ChannelConfig;
 /// A channel's slot in the server (not a client index: that exists only after registration).
 pub type ChannelId = usize;
 
+/// Low bits of a client index that hold the epoch; the channel sits above them.
+const EPOCH_BITS: u32 = 12;
+const EPOCH_MASK: u16 = (1 << EPOCH_BITS) - 1;
+/// Channels at most: their indexes must leave bit 31 (socket clients') clear.
+pub const MAX_CHANNELS: usize = 1 << (31 - EPOCH_BITS);
+
+/// Two random bytes from the kernel (falling back on the clock and pid).
+fn random_u16() -> u16 {
+    use std::io::Read;
+    let mut b = [0u8; 2];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    if ok {
+        return u16::from_ne_bytes(b);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ std::process::id().rotate_left(7)) as u16
+}
+
 /// Directory words of the named segment.
 mod dir {
     pub(crate) const MAGIC: usize = 0;
@@ -178,7 +201,8 @@ pub enum Origin {
 /// A registered client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
-    /// Its index: `channel << 8 | epoch`.
+    /// Its index: `channel << 12 | epoch`, the epoch changing with every server start and every
+    /// reuse of the channel.
     pub index: ClientIndex,
     /// The name it registered with.
     pub name: String,
@@ -283,9 +307,9 @@ pub struct ChannelInfo {
 pub struct ShmServer {
     config: ShmConfig,
     channels: Vec<Option<ServerChannel>>,
-    generations: Vec<u8>,
+    generations: Vec<u16>,
     free: Vec<ChannelId>,
-    epoch: u8,
+    epoch: u16,
     named: Option<NamedSegment>,
     table: Vec<u8>,
 }
@@ -322,13 +346,9 @@ impl ShmServer {
     /// encoded `sockclnt_create_reply` the named segment publishes for clients that attach by
     /// name (they have no socket to learn the table from).
     pub fn new(config: ShmConfig, table: Vec<u8>) -> Result<Self, ShmError> {
-        // Different at every start, so an index from before a restart is refused.
-        let epoch = (std::process::id() as u8).wrapping_add(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos() as u8)
-                .unwrap_or(0),
-        ) | 1;
+        // Random at every start, so an index from before a restart is refused (but for a
+        // 1-in-4096 chance of an equal epoch).
+        let epoch = random_u16() & EPOCH_MASK;
         let mut s = Self {
             config,
             channels: Vec::new(),
@@ -368,7 +388,10 @@ impl ShmServer {
             .collect()
     }
 
-    fn insert(&mut self, ch: ServerChannel) -> ChannelId {
+    fn insert(&mut self, ch: ServerChannel) -> Option<ChannelId> {
+        if self.free.is_empty() && self.channels.len() >= MAX_CHANNELS {
+            return None;
+        }
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
@@ -379,12 +402,12 @@ impl ShmServer {
         };
         self.generations[id] = self.generations[id].wrapping_add(1);
         self.channels[id] = Some(ch);
-        id
+        Some(id)
     }
 
     fn index_of(&self, id: ChannelId) -> ClientIndex {
-        let epoch = self.epoch.wrapping_add(self.generations[id]);
-        ClientIndex(((id as u32) << 8) | u32::from(epoch))
+        let epoch = self.epoch.wrapping_add(self.generations[id]) & EPOCH_MASK;
+        ClientIndex(((id as u32) << EPOCH_BITS) | u32::from(epoch))
     }
 
     /// The channel a client index names, if the index is current (right slot and epoch).
@@ -393,7 +416,7 @@ impl ShmServer {
         if index.0 & 0x8000_0000 != 0 {
             return None;
         }
-        let id = (index.0 >> 8) as usize;
+        let id = (index.0 >> EPOCH_BITS) as usize;
         let ch = self.channels.get(id)?.as_ref()?;
         (ch.registration.as_ref()?.index == index).then_some(id)
     }
@@ -447,7 +470,9 @@ impl ShmServer {
             pid,
         )?;
         segment.set_ready();
-        let id = self.insert(ch);
+        let id = self
+            .insert(ch)
+            .ok_or(ShmError::Segment("too many shared-memory clients".into()))?;
         Ok((
             id,
             PivotFds {
@@ -559,7 +584,8 @@ impl ShmServer {
                 pid,
             ) {
                 Ok(ch) => {
-                    let id = self.insert(ch);
+                    // Named slots are few; the channel limit cannot be reached through them.
+                    let Some(id) = self.insert(ch) else { break };
                     if let Some(n) = self.named.as_mut() {
                         n.slots[slot].1 = Some(id);
                     }
@@ -1057,7 +1083,7 @@ mod tests {
         // The doorbell rang only if the server had announced it sleeps; it had not.
         let index = s.register(id, "client", true).unwrap();
         assert_eq!(s.channel_of(index), Some(id));
-        assert_eq!(index.0 >> 8, id as u32);
+        assert_eq!(index.0 >> EPOCH_BITS, id as u32);
         assert_eq!(
             s.channel_of(ClientIndex(index.0 ^ 0x01)),
             None,

@@ -53,6 +53,9 @@ struct Args {
     /// Mode of the named segment and its doorbell, octal.
     #[arg(long, default_value = "600", value_parser = parse_octal)]
     shm_mode: u32,
+    /// Group owning the named segment and its doorbell (numeric gid; use with --shm-mode 660).
+    #[arg(long)]
+    shm_group: Option<u32>,
     /// Size of a private segment when a client asks for 0 bytes.
     #[arg(long, default_value = "4m", value_parser = parse_size)]
     shm_segment_size: u64,
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         prefix: args.shm_prefix.clone(),
         slots: args.shm_slots,
         mode: args.shm_mode,
+        gid: args.shm_group,
         ..NamedConfig::default()
     });
     let shm = ShmConfig {

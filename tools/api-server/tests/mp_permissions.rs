@@ -268,4 +268,30 @@ fn mp_named_segment_and_doorbell_take_the_configured_mode() {
     assert_eq!(r, "served", "uid {NOBODY} kept out of a 0666 segment");
     drop(private);
     drop(open);
+    // A group: the segment and its doorbell belong to it, so its members get in at 0660.
+    let g = prefix("group");
+    let grouped = ServerProc::start(
+        "mp_perm_shm_group",
+        &[
+            "--shm-prefix",
+            &g,
+            "--shm-mode",
+            "660",
+            "--shm-group",
+            &NOBODY.to_string(),
+        ],
+    );
+    let (seg, bell) = named_files(&g);
+    for f in [&seg, &bell] {
+        let meta = std::fs::metadata(f).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o777, meta.gid()),
+            (0o660, NOBODY),
+            "{}",
+            f.display()
+        );
+    }
+    let r = as_nobody(TEST, "attach", &g);
+    assert_eq!(r, "served", "a member of the segment's group was kept out");
+    drop(grouped);
 }
