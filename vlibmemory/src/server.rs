@@ -447,6 +447,10 @@ impl ShmServer {
         let mut segment = segment;
         // A client holding the heap lock must not stall the server.
         segment.set_heap_lock_timeout(Duration::from_millis(2));
+        // Nor make it walk the whole heap at every operation by asking for a repair: the heap
+        // of a private segment needs none while its only other user lives, and its death closes
+        // the socket, which reaps the channel.
+        segment.set_heap_repair(false);
         let segment = Arc::new(segment);
         let layout = ChannelLayout::create(&segment, &config)?;
         segment.set_opaque(OPAQUE_ROOT, layout.base as u64);

@@ -389,6 +389,13 @@ impl Segment {
         self.heap.heap_mut().set_lock_timeout(timeout);
     }
 
+    /// Whether this handle repairs the segment heap after a peer died holding its lock (see
+    /// [`Heap::set_repair`]): off for a process that does not trust the segment's other users
+    /// and can do without the heap once they are gone.
+    pub fn set_heap_repair(&mut self, repair: bool) {
+        self.heap.heap_mut().set_repair(repair);
+    }
+
     /// Allocates `size` bytes aligned to `align` (a power of two up to 4096) from the
     /// in-segment heap; returns the offset from the segment's start.
     #[doc(alias = "ssvm_mem_alloc")]

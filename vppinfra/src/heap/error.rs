@@ -41,10 +41,14 @@ pub enum CorruptionKind {
     StatsCounts,
     /// The region recorded corruption of a kind this version does not know.
     Unknown,
+    /// The heap needed a repair (its lock owner died, or the repair flag was set) and this
+    /// handle does not repair ([`Heap::set_repair`](super::Heap::set_repair)).
+    RepairRefused,
 }
 
 impl CorruptionKind {
-    const ALL: [CorruptionKind; 17] = [
+    // New kinds go at the end: a kind's code is its position, and codes are recorded in regions.
+    const ALL: [CorruptionKind; 18] = [
         CorruptionKind::HeaderMagic,
         CorruptionKind::HeaderVersion,
         CorruptionKind::HeaderLayout,
@@ -62,6 +66,7 @@ impl CorruptionKind {
         CorruptionKind::StatsBytes,
         CorruptionKind::StatsCounts,
         CorruptionKind::Unknown,
+        CorruptionKind::RepairRefused,
     ];
 
     /// A stable non-zero code, for recording in the region.
@@ -100,6 +105,7 @@ impl CorruptionKind {
             CorruptionKind::StatsBytes => "byte statistics disagree with blocks",
             CorruptionKind::StatsCounts => "allocation counters disagree with blocks",
             CorruptionKind::Unknown => "corruption of an unknown kind",
+            CorruptionKind::RepairRefused => "a repair was needed and this handle does not repair",
         }
     }
 }

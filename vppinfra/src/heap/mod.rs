@@ -189,6 +189,8 @@ pub struct Heap {
     /// Offset of the end fence; blocks tile `ARENA_START..fence`.
     fence: u64,
     lock_cfg: LockConfig,
+    /// Whether this handle repairs the heap (see [`Heap::set_repair`]).
+    repair: bool,
     /// This handle's record of corruption: a `CorruptionKind` code, 0 while none was seen.
     /// Kept locally as well as in the region, so that a peer clearing the region's flag does not
     /// make this process trust the heap again.
@@ -246,6 +248,7 @@ impl Heap {
                 timeout: DEFAULT_LOCK_TIMEOUT,
                 owner_check_after: DEFAULT_OWNER_CHECK_AFTER,
             },
+            repair: true,
             corrupt_kind: AtomicU64::new(0),
             corrupt_offset: AtomicU64::new(0),
         }
@@ -333,6 +336,18 @@ impl Heap {
     /// Changes how long this handle waits before checking whether the lock owner is alive.
     pub fn set_owner_check_after(&mut self, after: Duration) {
         self.lock_cfg.owner_check_after = after;
+    }
+
+    /// Whether this handle repairs the heap when a lock owner died, or when it finds the repair
+    /// flag a dead owner leaves behind (on by default).
+    ///
+    /// A repair walks the whole arena, and anyone who can write the region can set the flag
+    /// before every operation of ours. A handle that does not trust the region's other users,
+    /// and can do without the heap once they are gone (a server on a client's own segment),
+    /// turns repair off: the heap is then reported corrupt to this handle
+    /// ([`CorruptionKind::RepairRefused`]) instead of repaired, in constant time.
+    pub fn set_repair(&mut self, repair: bool) {
+        self.repair = repair;
     }
 
     /// The region's length in bytes.
@@ -727,6 +742,9 @@ impl Heap {
         op: impl FnOnce(&Heap) -> Result<T, Fail>,
     ) -> Result<T, Fail> {
         if let Acquired::TookOver { .. } = acquired {
+            if !self.repair {
+                return Err(Fail::corrupt(H_LOCK, CorruptionKind::RepairRefused));
+            }
             // Recorded before repairing, so that if we die too the next owner repairs.
             self.set_flags(FLAG_NEEDS_RECOVERY)?;
         }
@@ -738,6 +756,9 @@ impl Heap {
             }));
         }
         if flags & FLAG_NEEDS_RECOVERY != 0 {
+            if !self.repair {
+                return Err(Fail::corrupt(H_FLAGS, CorruptionKind::RepairRefused));
+            }
             self.recover()?;
         }
         op(self)

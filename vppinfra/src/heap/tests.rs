@@ -785,6 +785,51 @@ fn a_dead_owner_leaving_unrepairable_damage_makes_operations_report_it() {
 }
 
 #[test]
+fn a_handle_that_does_not_repair_refuses_in_constant_time() {
+    // A peer that can write the region sets the repair flag before each of our operations: a
+    // repairing handle would walk the whole arena every time.
+    let mut h = heap(1 << 20);
+    let live: Vec<u64> = (0..1000).map(|_| h.alloc(16, 16).unwrap()).collect();
+    poke(&h, H_FLAGS, peek(&h, H_FLAGS) | FLAG_NEEDS_RECOVERY);
+    h.set_repair(false);
+    let refused = HeapCorruption {
+        offset: H_FLAGS,
+        kind: CorruptionKind::RepairRefused,
+    };
+    assert_eq!(
+        h.usable_size(live[0]),
+        Err(HeapLookupError::Corrupt(refused))
+    );
+    assert_eq!(h.lock_owner(), None, "the lock is released");
+    // Refused for good by this handle, even once the flag is cleared again.
+    poke(&h, H_FLAGS, 0);
+    assert_eq!(h.free(live[1]), Err(HeapFreeError::Corrupt(refused)));
+    assert_eq!(h.alloc(16, 16), Err(HeapAllocError::Corrupt(refused)));
+    assert_eq!(stats(&h).n_recoveries, 0, "nothing was walked");
+
+    // A dead lock owner is refused the same way, at the lock word.
+    let mut h = heap(64 << 10);
+    h.set_repair(false);
+    h.set_owner_check_after(Duration::from_millis(1));
+    h.region.lock_word().word_store_for_test(dead_pid());
+    assert_eq!(
+        h.alloc(16, 16),
+        Err(HeapAllocError::Corrupt(HeapCorruption {
+            offset: H_LOCK,
+            kind: CorruptionKind::RepairRefused,
+        }))
+    );
+    assert_eq!(h.lock_owner(), None);
+
+    // With repair on (the default), the same flag is simply repaired.
+    let h = heap(64 << 10);
+    let a = h.alloc(16, 16).unwrap();
+    poke(&h, H_FLAGS, peek(&h, H_FLAGS) | FLAG_NEEDS_RECOVERY);
+    assert!(h.usable_size(a).is_ok());
+    assert_eq!(stats(&h).n_recoveries, 1);
+}
+
+#[test]
 fn randomised_alloc_free_realloc_preserves_contents() {
     for seed in [1, 2, 3, 0xdead_beef] {
         let h = heap(1 << 20);
