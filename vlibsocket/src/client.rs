@@ -36,6 +36,36 @@ use vppinfra::socket::{self, SocketConnectError};
 
 use crate::frame::{self, FrameError, FrameReader, ReadOutcome};
 
+/// A multiply-rotate hasher for the client's small, trusted keys (contexts, `name_crc`
+/// strings): SipHash's protection against crafted keys buys nothing here and costs more than the
+/// rest of a shared-memory round trip.
+#[derive(Debug, Clone, Copy, Default)]
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_ne_bytes(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
 /// Message ID of `sockclnt_create`, fixed by VPP (clients hard-code it).
 pub const SOCKCLNT_CREATE_ID: u16 = 15;
 /// Message ID of `sockclnt_create_reply`.
@@ -200,14 +230,20 @@ pub struct SocketClient {
     out: Vec<u8>,
     scratch: Vec<u8>,
     ids: HashMap<String, u16>,
+    /// `id_of` answers for message types, by their static `name_crc`.
+    type_ids: std::cell::RefCell<FastMap<&'static str, u16>>,
+    /// Per message ID: a reply or a dump's details (`*_reply`, `*_details`).
+    reply_ids: Vec<bool>,
+    /// Reused for every received message.
+    rx_buf: Vec<u8>,
     names: Vec<Option<String>>,
     index: u32,
     next_context: u32,
     timeout: Duration,
     /// Replies that arrived for a context someone may still wait for.
-    parked: HashMap<u32, VecDeque<Vec<u8>>>,
+    parked: FastMap<u32, VecDeque<Vec<u8>>>,
     /// Contexts sent and not yet completed.
-    in_flight: HashMap<u32, ()>,
+    in_flight: FastMap<u32, ()>,
     events: VecDeque<Event>,
     ping_id: Option<u16>,
     ping_reply_id: Option<u16>,
@@ -244,12 +280,15 @@ impl SocketClient {
             out: Vec::with_capacity(4096),
             scratch: Vec::with_capacity(256),
             ids: HashMap::new(),
+            type_ids: std::cell::RefCell::default(),
+            reply_ids: Vec::new(),
+            rx_buf: Vec::with_capacity(256),
             names: Vec::new(),
             index: 0,
             next_context: 1,
             timeout: opts.timeout,
-            parked: HashMap::new(),
-            in_flight: HashMap::new(),
+            parked: FastMap::default(),
+            in_flight: FastMap::default(),
             events: VecDeque::new(),
             ping_id: None,
             ping_reply_id: None,
@@ -298,7 +337,14 @@ impl SocketClient {
             let id = e.index;
             if usize::from(id) >= self.names.len() {
                 self.names.resize(usize::from(id) + 1, None);
+                self.reply_ids.resize(usize::from(id) + 1, false);
             }
+            let name = e
+                .name
+                .rsplit_once('_')
+                .map_or(e.name.as_str(), |(name, _crc)| name);
+            self.reply_ids[usize::from(id)] =
+                name.ends_with("_reply") || name.ends_with("_details");
             self.names[usize::from(id)] = Some(e.name.clone());
             self.ids.insert(e.name, id);
         }
@@ -327,12 +373,15 @@ impl SocketClient {
             out: Vec::with_capacity(4096),
             scratch: Vec::with_capacity(256),
             ids: HashMap::new(),
+            type_ids: std::cell::RefCell::default(),
+            reply_ids: Vec::new(),
+            rx_buf: Vec::with_capacity(256),
             names: Vec::new(),
             index: 0,
             next_context: 1,
             timeout: opts.timeout,
-            parked: HashMap::new(),
-            in_flight: HashMap::new(),
+            parked: FastMap::default(),
+            in_flight: FastMap::default(),
             events: VecDeque::new(),
             ping_id: None,
             ping_reply_id: None,
@@ -511,8 +560,14 @@ impl SocketClient {
 
     /// The ID of message type `M`, or an error naming it.
     pub fn id_of<M: Message>(&self) -> Result<u16, ClientError> {
-        self.msg_id(M::NAME_CRC)
-            .ok_or_else(|| ClientError::UnknownMessage(M::NAME_CRC.to_owned()))
+        if let Some(&id) = self.type_ids.borrow().get(M::NAME_CRC) {
+            return Ok(id);
+        }
+        let id = self
+            .msg_id(M::NAME_CRC)
+            .ok_or_else(|| ClientError::UnknownMessage(M::NAME_CRC.to_owned()))?;
+        self.type_ids.borrow_mut().insert(M::NAME_CRC, id);
+        Ok(id)
     }
 
     /// The `name_crc` of `id`.
@@ -634,52 +689,67 @@ impl SocketClient {
     /// Reads until one whole message is here, answering keepalives on the way. A deadline
     /// already past still looks once, without blocking.
     fn read_frame(&mut self, deadline: Instant, what: &str) -> Result<Vec<u8>, ClientError> {
+        let mut buf = Vec::new();
+        self.read_into(deadline, what, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`SocketClient::read_frame`] into a buffer the caller reuses.
+    fn read_into(
+        &mut self,
+        deadline: Instant,
+        what: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ClientError> {
         loop {
-            let msg = match &mut self.link {
-                Link::Socket => self.read_socket(deadline)?,
+            let got = match &mut self.link {
+                Link::Socket => self.read_socket(deadline, buf)?,
                 Link::Shm(link) => {
-                    let mut buf = Vec::new();
                     let now = Instant::now();
                     let got = if now >= deadline {
-                        link.try_recv(&mut buf)
+                        link.try_recv(buf)
                     } else {
                         // Wake now and then to notice a server that went away.
-                        match link.recv(&mut buf, (deadline - now).min(Duration::from_millis(100)))
-                        {
+                        match link.recv(buf, (deadline - now).min(Duration::from_millis(100))) {
                             Ok(()) => Ok(true),
                             Err(vlibmemory::channel::RecvError::Timeout) => Ok(false),
                             Err(e) => Err(e),
                         }
                     };
                     match got {
-                        Ok(true) => Some(buf),
+                        Ok(true) => true,
                         Ok(false) => {
                             self.check_socket_alive()?;
-                            None
+                            false
                         }
                         Err(e) => return Err(ClientError::ShmIo(e.to_string())),
                     }
                 }
             };
-            match msg {
-                Some(f) if self.keepalive_id.is_some() && wire::msg_id(&f) == self.keepalive_id => {
-                    self.answer_keepalive(&f)?;
+            if got {
+                if self.keepalive_id.is_some() && wire::msg_id(buf) == self.keepalive_id {
+                    let ping = std::mem::take(buf);
+                    self.answer_keepalive(&ping)?;
+                    *buf = ping;
+                    continue;
                 }
-                Some(f) => return Ok(f),
-                None if Instant::now() >= deadline => {
-                    return Err(ClientError::Timeout {
-                        waiting_for: what.to_owned(),
-                    });
-                }
-                None => {}
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout {
+                    waiting_for: what.to_owned(),
+                });
             }
         }
     }
 
-    /// One step of reading the socket: a whole frame if one is (or becomes) available.
-    fn read_socket(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, ClientError> {
+    /// One step of reading the socket: true when a whole frame is (or became) available, copied
+    /// into `buf`.
+    fn read_socket(&mut self, deadline: Instant, buf: &mut Vec<u8>) -> Result<bool, ClientError> {
         if let Some(f) = self.reader.next_frame().map_err(ClientError::Framing)? {
-            return Ok(Some(f.to_vec()));
+            buf.clear();
+            buf.extend_from_slice(f);
+            return Ok(true);
         }
         let fd = self.fd.as_ref().ok_or(ClientError::NoSocket)?;
         if Instant::now() >= deadline {
@@ -688,7 +758,7 @@ impl SocketClient {
                 nix::poll::PollFlags::POLLIN,
             )];
             if nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO)? == 0 {
-                return Ok(None);
+                return Ok(false);
             }
         }
         match self.reader.read_from(fd) {
@@ -696,11 +766,14 @@ impl SocketClient {
             Ok(ReadOutcome::Eof) => return Err(ClientError::ServerGone),
             Err(e) => return Err(e.into()),
         }
-        Ok(self
-            .reader
-            .next_frame()
-            .map_err(ClientError::Framing)?
-            .map(<[u8]>::to_vec))
+        match self.reader.next_frame().map_err(ClientError::Framing)? {
+            Some(f) => {
+                buf.clear();
+                buf.extend_from_slice(f);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// On shared memory: the server closing the socket (or, attached by name, dropping its
@@ -783,10 +856,10 @@ impl SocketClient {
 
     /// True when message `id` is a reply or a dump's details (`*_reply`, `*_details`).
     fn is_reply(&self, id: u16) -> bool {
-        self.msg_name(id).is_some_and(|n| {
-            let name = n.rsplit_once('_').map_or(n, |(name, _crc)| name);
-            name.ends_with("_reply") || name.ends_with("_details")
-        })
+        self.reply_ids
+            .get(usize::from(id))
+            .copied()
+            .unwrap_or(false)
     }
 
     /// The next message for `context`, waiting up to the timeout.
@@ -819,20 +892,75 @@ impl SocketClient {
     /// it is; see [`SocketClient::request`] for the checked form).
     pub fn wait_reply<Rep: Message>(&mut self, context: u32) -> Result<Rep, ClientError> {
         let rep_id = self.id_of::<Rep>()?;
-        loop {
-            let m = self.wait_message(context, Rep::NAME)?;
-            if wire::msg_id(&m) == Some(rep_id) {
-                self.in_flight.remove(&context);
-                return Rep::decode(&m).map_err(ClientError::Decode);
+        // Replies that arrived while another was awaited first.
+        while let Some(m) = self.take_parked(context) {
+            if let Some(r) = self.accept_reply::<Rep>(context, rep_id, m)? {
+                return Ok(r);
             }
-            // Same context, another message: hand it to the events queue.
-            let id = wire::msg_id(&m).unwrap_or(0);
-            self.events.push_back(Event {
-                id,
-                name_crc: self.msg_name(id).map(str::to_owned),
-                bytes: m,
-            });
         }
+        // The common case decodes straight from the receive buffer, with no copy kept.
+        let deadline = Instant::now() + self.timeout;
+        let mut buf = std::mem::take(&mut self.rx_buf);
+        let result = loop {
+            if let Err(e) = self.read_into(deadline, Rep::NAME, &mut buf) {
+                self.in_flight.remove(&context);
+                self.parked.remove(&context);
+                break Err(e);
+            }
+            let id = wire::msg_id(&buf).unwrap_or(0);
+            let ctx = if self.is_reply(id) {
+                buf.get(2..6)
+                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            } else {
+                0
+            };
+            if ctx == context && id == rep_id {
+                self.in_flight.remove(&context);
+                break Rep::decode(&buf).map_err(ClientError::Decode);
+            }
+            if ctx == context {
+                self.push_event(buf.clone());
+            } else {
+                self.file(buf.clone());
+            }
+        };
+        self.rx_buf = buf;
+        result
+    }
+
+    /// The next parked message for `context`.
+    fn take_parked(&mut self, context: u32) -> Option<Vec<u8>> {
+        let q = self.parked.get_mut(&context)?;
+        let m = q.pop_front();
+        if q.is_empty() {
+            self.parked.remove(&context);
+        }
+        m
+    }
+
+    /// The reply to `context`, or `None` (and the message kept as an event) when it is some
+    /// other message sharing the context.
+    fn accept_reply<Rep: Message>(
+        &mut self,
+        context: u32,
+        rep_id: u16,
+        m: Vec<u8>,
+    ) -> Result<Option<Rep>, ClientError> {
+        if wire::msg_id(&m) == Some(rep_id) {
+            self.in_flight.remove(&context);
+            return Rep::decode(&m).map(Some).map_err(ClientError::Decode);
+        }
+        self.push_event(m);
+        Ok(None)
+    }
+
+    fn push_event(&mut self, bytes: Vec<u8>) {
+        let id = wire::msg_id(&bytes).unwrap_or(0);
+        self.events.push_back(Event {
+            id,
+            name_crc: self.msg_name(id).map(str::to_owned),
+            bytes,
+        });
     }
 
     /// Sends `req`, waits for its reply, and turns a non-zero `retval` into an error.
