@@ -31,6 +31,7 @@ use svm::queue::{
 };
 use svm::region::SharedRegion;
 use svm::segment::Segment;
+use vppinfra::heap::{HeapAllocError, HeapLockError, HeapLookupError};
 use vppinfra::sync::{Arc, Ordering};
 
 use crate::config::{ChannelConfig, ChannelConfigError, MAX_RINGS, MSGBUF_HEADER, RingSpec};
@@ -61,6 +62,50 @@ use crate::slot::{SLOT_FREE, buffer_is_free, free_buffer, mark_buffer_busy};
 
 /// A slot busy for longer than this is taken back by its producer.
 pub const GC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After the peer held the segment heap's lock past this side's lock timeout, the heap is left
+/// alone this long before the next try; every further failure doubles the pause, up to
+/// [`HEAP_RETRY_MAX`]. A peer sitting on its lock then costs this side one lock timeout now and
+/// then, not one per message.
+pub const HEAP_RETRY_FIRST: Duration = Duration::from_millis(1);
+/// The longest pause between two tries of a heap whose lock the peer holds.
+pub const HEAP_RETRY_MAX: Duration = Duration::from_millis(100);
+
+/// The back-off of one side after the peer held the heap lock past this side's timeout.
+#[derive(Debug, Clone, Copy)]
+struct HeapBackoff {
+    /// When the lock was first found held (reset by any heap operation that gets it).
+    since: Instant,
+    /// No heap operation before this.
+    next_try: Instant,
+    /// The pause after the next failure.
+    pause: Duration,
+}
+
+impl HeapBackoff {
+    /// Records a lock timeout.
+    fn note_busy(backoff: &mut Option<HeapBackoff>) {
+        let now = Instant::now();
+        match backoff {
+            Some(b) => {
+                b.next_try = now + b.pause;
+                b.pause = (b.pause * 2).min(HEAP_RETRY_MAX);
+            }
+            None => {
+                *backoff = Some(HeapBackoff {
+                    since: now,
+                    next_try: now + HEAP_RETRY_FIRST,
+                    pause: HEAP_RETRY_FIRST * 2,
+                });
+            }
+        }
+    }
+
+    /// True while the heap is to be left alone (reads the clock only during a back-off).
+    fn pausing(backoff: &Option<HeapBackoff>) -> bool {
+        backoff.is_some_and(|b| Instant::now() < b.next_try)
+    }
+}
 
 /// Copies `msg` into the buffer at `off` (its payload at `off + 16`) and writes the length
 /// word, in whole 64-bit words: the last word is zero-padded, which stays inside the buffer
@@ -458,8 +503,15 @@ pub enum RecvError {
     },
     /// The message is shorter than a message ID.
     TooShort(u32),
-    /// The heap refused the block (double use, foreign offset, or its lock is held too long).
+    /// The heap refused the block (double use, foreign offset, corruption).
     Heap(String),
+    /// The peer holds the segment heap's lock for longer than this side waits. The message
+    /// stays first in line: it is taken again once the back-off after the lock timeout has
+    /// passed ([`HEAP_RETRY_FIRST`], doubling), and nothing behind it overtakes it.
+    HeapBusy {
+        /// The pid in the lock word.
+        owner: u32,
+    },
     /// The peer's queue has nothing (blocking receive timed out).
     Timeout,
 }
@@ -477,6 +529,9 @@ impl fmt::Display for RecvError {
             }
             Self::TooShort(n) => write!(f, "message of {n} bytes has no id"),
             Self::Heap(e) => write!(f, "heap block refused: {e}"),
+            Self::HeapBusy { owner } => {
+                write!(f, "the heap lock is held by pid {owner}; the message waits")
+            }
             Self::Timeout => f.write_str("timed out"),
         }
     }
@@ -495,6 +550,8 @@ pub struct Sender {
     batching: bool,
     /// Offsets written and marked busy but not yet published (native-endian `u64`s).
     pending: Vec<u8>,
+    /// Set while the peer holds the heap lock: no heap fallback until it passes.
+    heap_busy: Option<HeapBackoff>,
 }
 
 /// Offsets published together when batching.
@@ -538,6 +595,7 @@ impl Sender {
             sent: 0,
             batching: false,
             pending: Vec::new(),
+            heap_busy: None,
         })
     }
 
@@ -599,12 +657,33 @@ impl Sender {
             r.hits += 1;
             return Some(off);
         }
-        let off = self
+        if HeapBackoff::pausing(&self.heap_busy) {
+            return None;
+        }
+        match self
             .segment
             .alloc(MSGBUF_HEADER + len.next_multiple_of(8), 64)
-            .ok()?;
-        self.heap_fallbacks += 1;
-        Some(off)
+        {
+            Ok(off) => {
+                self.heap_busy = None;
+                self.heap_fallbacks += 1;
+                Some(off)
+            }
+            Err(HeapAllocError::Lock(HeapLockError::Timeout { .. })) => {
+                HeapBackoff::note_busy(&mut self.heap_busy);
+                None
+            }
+            Err(_) => {
+                self.heap_busy = None;
+                None
+            }
+        }
+    }
+
+    /// Since when the peer has held the heap lock past this side's timeout, as last seen by a
+    /// heap fallback (`None` once a heap operation got the lock again).
+    pub fn heap_busy_since(&self) -> Option<Instant> {
+        self.heap_busy.map(|b| b.since)
     }
 
     /// Puts the buffer at `off` back (a ring slot is freed; a heap block returned).
@@ -738,6 +817,10 @@ pub struct Receiver {
     structures: Arc<Vec<Range<usize>>>,
     received: u64,
     refused: u64,
+    /// A dequeued offset that waits for the peer to release the heap lock; taken first.
+    retry: Option<u64>,
+    /// Set while the peer holds the heap lock.
+    heap_busy: Option<HeapBackoff>,
 }
 
 impl fmt::Debug for Receiver {
@@ -768,6 +851,8 @@ impl Receiver {
             structures,
             received: 0,
             refused: 0,
+            retry: None,
+            heap_busy: None,
         })
     }
 
@@ -782,8 +867,16 @@ impl Receiver {
     }
 
     /// Takes the next message, if any, into `buf` (replacing its contents). `Ok(false)` when the
-    /// queue is empty.
+    /// queue is empty, or while a message waits for the peer to release the heap lock
+    /// ([`RecvError::HeapBusy`]).
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<bool, RecvError> {
+        if let Some(offset) = self.retry {
+            if HeapBackoff::pausing(&self.heap_busy) {
+                return Ok(false);
+            }
+            self.retry = None;
+            return self.take(offset, buf).map(|()| true);
+        }
         if self.batch_pos >= self.batch.len() {
             // Take every offset waiting, up to a batch, with one index publication.
             let n = match self.queue.try_recv_batch(&mut self.batch[..BATCH * 8]) {
@@ -813,6 +906,17 @@ impl Receiver {
         if self.try_recv(buf)? {
             return Ok(());
         }
+        if self.retry.is_some() {
+            // A message waits for the heap lock, and nothing behind it may overtake it.
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                std::thread::sleep(HEAP_RETRY_FIRST.min(deadline - Instant::now()));
+                if self.try_recv(buf)? {
+                    return Ok(());
+                }
+            }
+            return Err(RecvError::Timeout);
+        }
         let mut elem = [0u8; 8];
         match self.queue.recv_timeout(&mut elem, timeout) {
             Ok(()) => self.take(u64::from_ne_bytes(elem), buf),
@@ -825,10 +929,26 @@ impl Receiver {
     fn take(&mut self, offset: u64, buf: &mut Vec<u8>) -> Result<(), RecvError> {
         let r = self.take_inner(offset, buf);
         match r {
-            Ok(()) => self.received += 1,
-            Err(_) => self.refused += 1,
+            Ok(()) => {
+                self.received += 1;
+                self.heap_busy = None;
+            }
+            Err(RecvError::HeapBusy { .. }) => {
+                // Not refused: it is taken again after the back-off.
+                self.retry = Some(offset);
+                HeapBackoff::note_busy(&mut self.heap_busy);
+            }
+            Err(_) => {
+                self.refused += 1;
+                self.heap_busy = None;
+            }
         }
         r
+    }
+
+    /// Since when a message has waited for the peer to release the heap lock.
+    pub fn heap_busy_since(&self) -> Option<Instant> {
+        self.heap_busy.map(|b| b.since)
     }
 
     fn take_inner(&mut self, offset: u64, buf: &mut Vec<u8>) -> Result<(), RecvError> {
@@ -874,7 +994,12 @@ impl Receiver {
             .segment
             .heap()
             .usable_size((off - heap.start) as u64)
-            .map_err(|e| RecvError::Heap(e.to_string()))?;
+            .map_err(|e| match e {
+                HeapLookupError::Lock(HeapLockError::Timeout { owner }) => {
+                    RecvError::HeapBusy { owner }
+                }
+                e => RecvError::Heap(e.to_string()),
+            })?;
         size.checked_sub(MSGBUF_HEADER)
             .ok_or(RecvError::BadOffset(off as u64))
     }
@@ -1004,6 +1129,57 @@ mod tests {
         drop(q);
         let _ = &mut tx;
         assert_eq!(rx.counts().1, 6);
+    }
+
+    #[test]
+    fn a_message_behind_a_held_heap_lock_waits_and_keeps_its_place() {
+        let mut seg = Segment::create(&SegmentOptions::new(4 << 20)).unwrap();
+        seg.set_heap_lock_timeout(Duration::from_millis(1));
+        let seg = Arc::new(seg);
+        let layout = ChannelLayout::create(&seg, &ChannelConfig::default()).unwrap();
+        let structures = Arc::new(layout.structures());
+        let mut tx = Sender::attach(seg.clone(), &layout.client_rings, layout.request).unwrap();
+        let mut rx = Receiver::attach(
+            seg.clone(),
+            &layout.client_rings,
+            layout.request,
+            structures,
+        )
+        .unwrap();
+        // Fits no ring: it goes through the heap. The small one behind it takes a ring slot.
+        let big: Vec<u8> = (0..6000).map(|i| i as u8).collect();
+        tx.try_send(&big).unwrap();
+        tx.try_send(&[0, 1, 2]).unwrap();
+        // The heap's lock word (vppinfra's layout: 24 bytes into the heap header), held by a
+        // live process: this one.
+        let lock = &seg
+            .region()
+            .words32(seg.heap_range().start + 24, 1)
+            .unwrap()[0];
+        let me = std::process::id();
+        lock.store(me, Ordering::Release);
+        let mut buf = Vec::new();
+        assert_eq!(
+            rx.try_recv(&mut buf),
+            Err(RecvError::HeapBusy { owner: me })
+        );
+        let since = rx.heap_busy_since().expect("busy");
+        // Neither lost nor overtaken by the message behind it, and not refused.
+        assert!(!matches!(rx.try_recv(&mut buf), Ok(true)));
+        assert_eq!(rx.heap_busy_since(), Some(since));
+        // The sender does not wait on the held lock either: no heap fallback for now.
+        assert!(matches!(tx.try_send(&big), Err(SendError::NoBuffer)));
+        assert!(tx.heap_busy_since().is_some());
+        lock.store(0, Ordering::Release);
+        std::thread::sleep(HEAP_RETRY_MAX);
+        assert!(rx.try_recv(&mut buf).unwrap());
+        assert_eq!(buf, big);
+        assert!(rx.try_recv(&mut buf).unwrap());
+        assert_eq!(buf, [0, 1, 2]);
+        assert_eq!(rx.counts(), (2, 0));
+        assert_eq!(rx.heap_busy_since(), None);
+        tx.try_send(&big).unwrap();
+        assert_eq!(tx.heap_busy_since(), None);
     }
 
     #[test]

@@ -39,6 +39,10 @@ use crate::config::ChannelConfig;
 /// A channel's slot in the server (not a client index: that exists only after registration).
 pub type ChannelId = usize;
 
+/// Bytes a reply held in a backlog counts for beyond its length: its `Vec` in the queue and the
+/// allocator's overhead for its buffer.
+pub const BACKLOG_ENTRY_COST: usize = 64;
+
 /// Low bits of a client index that hold the epoch; the channel sits above them.
 const EPOCH_BITS: u32 = 12;
 const EPOCH_MASK: u16 = (1 << EPOCH_BITS) - 1;
@@ -95,8 +99,14 @@ pub struct ShmConfig {
     /// Largest private segment a client may ask for.
     pub max_segment_size: usize,
     /// Most bytes of replies held for one client whose rings or queue are full; past it the
-    /// client is reported stuck.
+    /// client is reported stuck. Each held reply counts with [`BACKLOG_ENTRY_COST`] bytes of
+    /// bookkeeping on top of its length, so this bounds the memory held, small replies
+    /// included.
     pub max_backlog_bytes: usize,
+    /// A client that keeps the server waiting this long is reported stalled
+    /// ([`ShmServer::stalled`]): replies wait for it (held back or in the backlog) and none of
+    /// them has been delivered, or a request of its waits for its segment heap's lock.
+    pub stall_timeout: Duration,
     /// A registered client silent for this long is pinged.
     pub keepalive_interval: Duration,
     /// Unanswered pings after which the client's pid is checked and, if gone, it is reaped.
@@ -112,6 +122,7 @@ impl Default for ShmConfig {
             default_segment_size: 4 << 20,
             max_segment_size: 1 << 30,
             max_backlog_bytes: 16 << 20,
+            stall_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             max_unanswered_pings: 2,
             named: None,
@@ -221,6 +232,36 @@ pub enum Liveness {
     Dead(ChannelId),
 }
 
+/// Why a client was reported stalled by [`ShmServer::stalled`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stall {
+    /// Replies wait for it and none was delivered for the stall timeout.
+    Replies {
+        /// Replies waiting: held back because its reply queue is full, or in the backlog.
+        waiting: usize,
+        /// Bytes the backlog counts against its bound.
+        held_bytes: usize,
+    },
+    /// A request of its has waited for its segment heap's lock for the stall timeout.
+    HeapLock,
+}
+
+impl fmt::Display for Stall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Replies {
+                waiting,
+                held_bytes,
+            } => write!(
+                f,
+                "none of its {waiting} waiting replies could be delivered ({held_bytes} bytes held)"
+            ),
+            Self::HeapLock => f.write_str("its segment heap's lock stayed held"),
+        }
+    }
+}
+
 /// Why a send did not go through.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -265,6 +306,9 @@ struct ServerChannel {
     pid: u32,
     backlog: VecDeque<Vec<u8>>,
     backlog_bytes: usize,
+    /// While replies wait for the client (held back or in the backlog): since when none has
+    /// been delivered.
+    undelivered_since: Option<Instant>,
     last_heard: Instant,
     unanswered_pings: u32,
     consumed_at_scan: u64,
@@ -312,6 +356,8 @@ pub struct ShmServer {
     epoch: u16,
     named: Option<NamedSegment>,
     table: Vec<u8>,
+    /// Whether the last `flush_backlogs` delivered anything that waited.
+    backlog_moved: bool,
 }
 
 struct NamedSegment {
@@ -357,6 +403,7 @@ impl ShmServer {
             epoch,
             named: None,
             table,
+            backlog_moved: false,
         };
         if let Some(named) = s.config.named.clone() {
             s.named = Some(s.create_named(&named)?);
@@ -519,6 +566,7 @@ impl ShmServer {
             pid,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
+            undelivered_since: None,
             last_heard: now,
             unanswered_pings: 0,
             consumed_at_scan: 0,
@@ -700,7 +748,8 @@ impl ShmServer {
         // Signs of life are read from the receive count at the keepalive scan, not timed here:
         // no clock read per message.
         let r = ch.rx.try_recv(buf);
-        if r.is_err() {
+        // A request waiting for the heap lock is not a bad one; it is taken again later.
+        if r.is_err() && !matches!(r, Err(RecvError::HeapBusy { .. })) {
             ch.bad_messages += 1;
         }
         r
@@ -783,12 +832,13 @@ impl ShmServer {
                 Err(e) => return Err(ShmSendError::Channel(e)),
             }
         }
-        if ch.backlog_bytes + msg.len() > max {
+        let cost = msg.len() + BACKLOG_ENTRY_COST;
+        if ch.backlog_bytes + cost > max {
             return Err(ShmSendError::Stuck {
                 backlog: ch.backlog_bytes,
             });
         }
-        ch.backlog_bytes += msg.len();
+        ch.backlog_bytes += cost;
         ch.backlog.push_back(msg.to_vec());
         Ok(())
     }
@@ -811,8 +861,11 @@ impl ShmServer {
     /// backlog is stuck or broken.
     pub fn flush_backlogs(&mut self) -> Vec<(ChannelId, ShmSendError)> {
         let mut failed = Vec::new();
+        let mut now = None;
+        self.backlog_moved = false;
         for (id, slot) in self.channels.iter_mut().enumerate() {
             let Some(ch) = slot.as_mut() else { continue };
+            let before = ch.tx.pending() + ch.backlog.len();
             if let Err(e) = ch.tx.flush() {
                 failed.push((id, ShmSendError::Channel(e)));
                 continue;
@@ -820,7 +873,7 @@ impl ShmServer {
             while let Some(msg) = ch.backlog.front() {
                 match ch.tx.try_send(msg) {
                     Ok(()) => {
-                        ch.backlog_bytes -= msg.len();
+                        ch.backlog_bytes -= msg.len() + BACKLOG_ENTRY_COST;
                         ch.backlog.pop_front();
                     }
                     Err(SendError::NoBuffer | SendError::QueueFull) => break,
@@ -833,8 +886,49 @@ impl ShmServer {
             if let Err(e) = ch.tx.flush() {
                 failed.push((id, ShmSendError::Channel(e)));
             }
+            // The stall clock runs while replies wait and none of them leaves.
+            let after = ch.tx.pending() + ch.backlog.len();
+            if after == 0 {
+                ch.undelivered_since = None;
+            } else if after < before || ch.undelivered_since.is_none() {
+                ch.undelivered_since = Some(*now.get_or_insert_with(Instant::now));
+            }
+            self.backlog_moved |= after < before;
         }
         failed
+    }
+
+    /// True when the last [`ShmServer::flush_backlogs`] delivered some of the replies that were
+    /// waiting. When replies wait and none moved, the client is not draining: retrying at once
+    /// would only spin.
+    pub fn backlog_moved(&self) -> bool {
+        self.backlog_moved
+    }
+
+    /// Channels that have kept the server waiting for longer than the stall timeout, and why
+    /// (see [`ShmConfig::stall_timeout`]).
+    pub fn stalled(&self, now: Instant) -> Vec<(ChannelId, Stall)> {
+        let timeout = self.config.stall_timeout;
+        let over = |since: Option<Instant>| since.is_some_and(|t| now.duration_since(t) > timeout);
+        let mut out = Vec::new();
+        for (id, slot) in self.channels.iter().enumerate() {
+            let Some(ch) = slot.as_ref() else { continue };
+            if ch.closing.is_some() {
+                continue;
+            }
+            if over(ch.undelivered_since) {
+                out.push((
+                    id,
+                    Stall::Replies {
+                        waiting: ch.tx.pending() + ch.backlog.len(),
+                        held_bytes: ch.backlog_bytes,
+                    },
+                ));
+            } else if over(ch.rx.heap_busy_since()) || over(ch.tx.heap_busy_since()) {
+                out.push((id, Stall::HeapLock));
+            }
+        }
+        out
     }
 
     /// True when some channel has replies waiting in its backlog or held back unpublished.
@@ -1152,6 +1246,64 @@ mod tests {
         }
         assert!(stuck, "backlog never filled");
         assert!(s.has_backlog());
+    }
+
+    #[test]
+    fn the_backlog_bound_counts_bookkeeping_and_a_client_that_never_drains_stalls() {
+        let mut s = server(None);
+        s.config.max_backlog_bytes = 64 << 10;
+        s.config.stall_timeout = Duration::from_millis(20);
+        let (id, fds) = s
+            .create_private(ClientIndex(0x8100_0005), 1, 0, None)
+            .unwrap();
+        let mut link = ShmLink::from_pivot(fds.memfd, fds.doorbell, WaitPolicy::Poll).unwrap();
+        let index = s.register(id, "sleeper", true).unwrap();
+        // Tiny replies: their bookkeeping, not their length, is what fills server memory.
+        let msg = [0u8; 10];
+        let mut sent = 0usize;
+        loop {
+            match s.send(index, &msg) {
+                Ok(()) => sent += 1,
+                Err(ShmSendError::Stuck { backlog }) => {
+                    assert!(backlog <= 64 << 10);
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            assert!(sent < 100_000, "the backlog never filled");
+        }
+        let held = s.info(id).unwrap().backlog;
+        assert!(held > 0);
+        assert!(
+            held <= (64 << 10) / (msg.len() + BACKLOG_ENTRY_COST),
+            "{held} replies of {} bytes held under a 64 KiB bound",
+            msg.len()
+        );
+        // Nothing moves: the flush says so, and once the timeout has passed it is stalled.
+        assert!(s.flush_backlogs().is_empty());
+        assert!(!s.backlog_moved());
+        assert!(s.stalled(Instant::now()).is_empty(), "not yet");
+        std::thread::sleep(Duration::from_millis(30));
+        s.flush_backlogs();
+        assert!(matches!(
+            s.stalled(Instant::now()).as_slice(),
+            [(i, Stall::Replies { held_bytes, .. })] if *i == id && *held_bytes > 0
+        ));
+        // The client drains: the replies move, the clock restarts, and once everything has
+        // been delivered nothing is stalled any more.
+        let mut buf = Vec::new();
+        let mut taken = 0;
+        while taken < sent {
+            while link.try_recv(&mut buf).unwrap() {
+                taken += 1;
+            }
+            s.flush_backlogs();
+            if taken < sent {
+                assert!(s.backlog_moved(), "{taken} of {sent}");
+            }
+            assert!(s.stalled(Instant::now()).is_empty());
+        }
+        assert!(!s.has_backlog());
     }
 
     #[test]

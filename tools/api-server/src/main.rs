@@ -34,7 +34,9 @@ struct Args {
     /// Bytes queued for a client that does not read before it is disconnected.
     #[arg(long, default_value = "64m", value_parser = parse_size)]
     max_output: u64,
-    /// Seconds a client's queued replies may stay unread before it is disconnected.
+    /// Seconds a client's queued replies may stay unread before it is disconnected (socket and
+    /// shared memory; a shared-memory client whose segment heap lock stays held that long
+    /// while a request of its waits is disconnected too).
     #[arg(long, default_value_t = 5.0)]
     stall_timeout: f64,
     /// How the server waits for shared-memory clients: park, poll, or spin:MICROSECONDS.
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
         named,
         default_segment_size: usize::try_from(args.shm_segment_size).unwrap_or(usize::MAX),
         keepalive_interval: std::time::Duration::from_secs_f64(args.keepalive_interval.max(0.001)),
+        stall_timeout: socket.stall_timeout,
         ..ShmConfig::default()
     };
     let config = ServerConfig {

@@ -458,6 +458,8 @@ pub struct ServerStats {
     pub reaped_by_keepalive: u64,
     /// Pivots to shared memory completed (fds sent).
     pub pivots: u64,
+    /// Shared-memory clients dropped for keeping the server waiting past the stall timeout.
+    pub shm_stalled: u64,
 }
 
 /// Time spent asleep in epoll per turn, in buckets (`show api histogram`).
@@ -851,15 +853,23 @@ impl Server {
     ) -> Result<(), ServerRunError> {
         self.stats.turns += 1;
         let now = Instant::now();
+        // Replies waiting for a client that drained none of them since the last try are
+        // tried again in a millisecond, not at once: nothing tells the loop when that client
+        // reads, and trying at once would spin.
+        let backlog = self.shm.has_backlog();
         let busy = !self.pending.is_empty()
             || !self.deferred.is_empty()
-            || self.shm.has_backlog()
+            || (backlog && self.shm.backlog_moved())
             || self.pivot_eager();
         let mut timeout = if busy {
             Some(Duration::ZERO)
         } else {
             self.timers.next_timeout(now)
         };
+        if backlog && !busy {
+            let retry = Duration::from_millis(1);
+            timeout = Some(timeout.map_or(retry, |t| t.min(retry)));
+        }
         if let Some(cap) = max_wait {
             timeout = Some(timeout.map_or(cap, |t| t.min(cap)));
         }
@@ -1332,6 +1342,7 @@ impl Server {
             ("garbage disconnects", self.stats.garbage_disconnects),
             ("shm wrong client index", self.stats.wrong_client_index),
             ("shm reaped by keepalive", self.stats.reaped_by_keepalive),
+            ("shm stalled clients", self.stats.shm_stalled),
             ("shm pivots", self.stats.pivots),
             ("loop turns", self.stats.turns),
         ] {
@@ -1397,6 +1408,14 @@ impl Server {
                         let queued = self.socket.queued(c);
                         self.socket.note_stuck();
                         self.close_client(c, CloseReason::Stuck { queued });
+                    }
+                    for (id, stall) in self.shm.stalled(now) {
+                        self.stats.shm_stalled += 1;
+                        let timeout = self.config.shm.stall_timeout;
+                        self.reap_shm(
+                            id,
+                            &format!("it kept the server waiting for over {timeout:?}: {stall}"),
+                        );
                     }
                     self.timers.schedule(now + STALL_CHECK, Timer::StallCheck);
                 }

@@ -53,6 +53,12 @@ impl Server {
                         self.reap_shm(id, &format!("its queue is corrupt ({e})"));
                         break;
                     }
+                    Err(RecvError::HeapBusy { .. }) => {
+                        // The request stays queued; the channel is left alone until the
+                        // back-off passes (or dropped once it has waited for the stall
+                        // timeout).
+                        break;
+                    }
                     Err(e) => {
                         self.stats.malformed += 1;
                         self.note_shm_bad(id, &e.to_string());
