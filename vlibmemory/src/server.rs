@@ -43,6 +43,13 @@ pub type ChannelId = usize;
 /// allocator's overhead for its buffer.
 pub const BACKLOG_ENTRY_COST: usize = 64;
 
+/// A client whose backlog holds more than this (or half its bound, if that is less) is not read
+/// from until the backlog has drained to half of it: a client that does not take its replies
+/// cannot make the server work for more of them. Its rings, reply queue and the batch held back
+/// already hold a few thousand replies before anything reaches the backlog, so a client that
+/// reads while it pipelines never gets here.
+pub const BACKLOG_PAUSE: usize = 64 << 10;
+
 /// Low bits of a client index that hold the epoch; the channel sits above them.
 const EPOCH_BITS: u32 = 12;
 const EPOCH_MASK: u16 = (1 << EPOCH_BITS) - 1;
@@ -309,6 +316,8 @@ struct ServerChannel {
     /// While replies wait for the client (held back or in the backlog): since when none has
     /// been delivered.
     undelivered_since: Option<Instant>,
+    /// Not read from until the backlog drains (see [`BACKLOG_PAUSE`]).
+    paused: bool,
     last_heard: Instant,
     unanswered_pings: u32,
     consumed_at_scan: u64,
@@ -567,6 +576,7 @@ impl ShmServer {
             backlog: VecDeque::new(),
             backlog_bytes: 0,
             undelivered_since: None,
+            paused: false,
             last_heard: now,
             unanswered_pings: 0,
             consumed_at_scan: 0,
@@ -739,11 +749,18 @@ impl ShmServer {
     /// Takes the next message of channel `id` into `buf`. Any message counts as a sign of life
     /// (seen by the next keepalive scan).
     pub fn recv(&mut self, id: ChannelId, buf: &mut Vec<u8>) -> Result<bool, RecvError> {
+        let resume_below = self.pause_bytes() / 2;
         let Some(Some(ch)) = self.channels.get_mut(id) else {
             return Ok(false);
         };
         if ch.closing.is_some() {
             return Ok(false);
+        }
+        if ch.paused {
+            if ch.backlog_bytes > resume_below {
+                return Ok(false);
+            }
+            ch.paused = false;
         }
         // Signs of life are read from the receive count at the keepalive scan, not timed here:
         // no clock read per message.
@@ -753,6 +770,26 @@ impl ShmServer {
             ch.bad_messages += 1;
         }
         r
+    }
+
+    /// The backlog size past which a client is not read from.
+    fn pause_bytes(&self) -> usize {
+        BACKLOG_PAUSE.min(self.config.max_backlog_bytes / 2)
+    }
+
+    /// True when channel `id` is not read from for now: its backlog is above the pause
+    /// threshold, or a request of its waits for its heap lock.
+    pub fn held(&self, id: ChannelId) -> bool {
+        self.channels
+            .get(id)
+            .and_then(|c| c.as_ref())
+            .is_some_and(|c| c.paused || c.rx.heap_busy_since().is_some())
+    }
+
+    /// True when some channel is held (see [`ShmServer::held`]): nothing tells the loop when
+    /// it may be read again, so it should look again soon rather than sleep.
+    pub fn any_held(&self) -> bool {
+        (0..self.channels.len()).any(|id| self.held(id))
     }
 
     /// Malformed messages or offsets channel `id` has sent.
@@ -820,6 +857,7 @@ impl ShmServer {
     /// Sends to channel `id` whatever its registration state (the `memclnt_create_reply`).
     pub fn send_channel(&mut self, id: ChannelId, msg: &[u8]) -> Result<(), ShmSendError> {
         let max = self.config.max_backlog_bytes;
+        let pause = self.pause_bytes();
         let ch = self
             .channels
             .get_mut(id)
@@ -840,6 +878,9 @@ impl ShmServer {
         }
         ch.backlog_bytes += cost;
         ch.backlog.push_back(msg.to_vec());
+        if ch.backlog_bytes > pause {
+            ch.paused = true;
+        }
         Ok(())
     }
 
@@ -962,7 +1003,8 @@ impl ShmServer {
             .channels
             .iter_mut()
             .flatten()
-            .filter(|c| c.closing.is_none())
+            // A held channel's waiting requests must not keep the loop awake.
+            .filter(|c| c.closing.is_none() && !c.paused && c.rx.heap_busy_since().is_none())
             .map(|c| c.rx.queue_mut())
             .collect();
         svm::queue::prepare_park_all(&mut consumers).ok().flatten()
@@ -1304,6 +1346,53 @@ mod tests {
             assert!(s.stalled(Instant::now()).is_empty());
         }
         assert!(!s.has_backlog());
+    }
+
+    #[test]
+    fn a_client_that_does_not_take_its_replies_is_not_read_until_it_does() {
+        let mut s = server(None);
+        let (id, fds) = s
+            .create_private(ClientIndex(0x8100_0006), 1, 0, None)
+            .unwrap();
+        let mut link = ShmLink::from_pivot(fds.memfd, fds.doorbell, WaitPolicy::Poll).unwrap();
+        let index = s.register(id, "flooder", true).unwrap();
+        let mut buf = Vec::new();
+        let reply = [7u8; 100];
+        // It keeps its queue full and never reads; the server answers every request it takes.
+        let mut taken = 0;
+        loop {
+            while link.send(&[0, 1], Duration::ZERO).is_ok() {}
+            if !s.recv(id, &mut buf).unwrap() {
+                break;
+            }
+            taken += 1;
+            s.send(index, &reply).unwrap();
+            s.flush_channel(id).unwrap();
+            assert!(taken < 100_000, "never paused");
+        }
+        assert!(s.held(id) && s.any_held());
+        let held = s.info(id).unwrap().backlog;
+        assert!(
+            held * (reply.len() + BACKLOG_ENTRY_COST)
+                <= BACKLOG_PAUSE + reply.len() + BACKLOG_ENTRY_COST,
+            "{held} replies held past the pause threshold"
+        );
+        // Requests wait, untouched, while it is paused; the loop may sleep meanwhile.
+        assert!(!s.recv(id, &mut buf).unwrap());
+        assert!(
+            s.prepare_park().is_some(),
+            "a paused channel must not keep the loop awake"
+        );
+        s.finish_park();
+        // It drains: once its backlog is down to half the threshold it is read again.
+        let mut rounds = 0;
+        while !s.recv(id, &mut buf).unwrap() {
+            while link.try_recv(&mut buf).unwrap() {}
+            s.flush_backlogs();
+            rounds += 1;
+            assert!(rounds < 1000, "never resumed");
+        }
+        assert!(!s.held(id));
     }
 
     #[test]

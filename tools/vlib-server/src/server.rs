@@ -853,9 +853,10 @@ impl Server {
     ) -> Result<(), ServerRunError> {
         self.stats.turns += 1;
         let now = Instant::now();
-        // Replies waiting for a client that drained none of them since the last try are
-        // tried again in a millisecond, not at once: nothing tells the loop when that client
-        // reads, and trying at once would spin.
+        // Replies waiting for a client that drained none of them since the last try, and
+        // clients not read from for now (their backlog is too large, or their heap lock is
+        // held), are looked at again in a millisecond, not at once: nothing tells the loop when
+        // such a client reads or lets go, and looking at once would spin.
         let backlog = self.shm.has_backlog();
         let busy = !self.pending.is_empty()
             || !self.deferred.is_empty()
@@ -866,7 +867,7 @@ impl Server {
         } else {
             self.timers.next_timeout(now)
         };
-        if backlog && !busy {
+        if !busy && (backlog || self.shm.any_held()) {
             let retry = Duration::from_millis(1);
             timeout = Some(timeout.map_or(retry, |t| t.min(retry)));
         }
