@@ -562,6 +562,10 @@ pub struct Server {
     pub(crate) shm_buf: Vec<u8>,
     /// When the loop last saw a shared-memory message (for the spin budget).
     pub(crate) last_shm_activity: Instant,
+    /// Channels still to visit in the current poll (kept to reuse its allocation).
+    pub(crate) shm_active: Vec<vlibmemory::server::ChannelId>,
+    /// Where the next poll starts, one channel further each time.
+    pub(crate) shm_cursor: usize,
 }
 
 impl fmt::Debug for Server {
@@ -795,6 +799,8 @@ impl Server {
             has_client_index,
             shm_buf: Vec::with_capacity(4096),
             last_shm_activity: Instant::now(),
+            shm_active: Vec::new(),
+            shm_cursor: 0,
         })
     }
 
@@ -911,6 +917,9 @@ impl Server {
         for &(token, r) in ready.iter() {
             self.on_ready(token, r);
         }
+        // Socket replies leave before the loop turns to shared memory, whose polling may use
+        // the rest of its time budget.
+        self.flush_outputs();
         self.poll_shm();
         self.process_pending();
         self.flush_outputs();

@@ -34,55 +34,109 @@ const PIVOT_TIMEOUT: Duration = Duration::from_secs(1);
 const PIVOT_EAGER: Duration = Duration::from_millis(2);
 /// Iterations of the idle spin over shared-memory channels before epoll is polled again.
 const SPIN_ROUNDS: u32 = 64;
+/// Messages one channel has taken in a row before the next channel's turn.
+const SHM_QUANTUM: usize = 8;
+/// Time one poll of the channels may take before the loop looks at its sockets and timers
+/// again (checked after each quantum).
+const SHM_POLL_BUDGET: Duration = Duration::from_micros(20);
 
 impl Server {
-    /// Handles up to a burst of messages from every channel; returns how many were handled.
+    /// Handles the messages waiting in the channels, round-robin: every channel that has
+    /// messages gets up to [`SHM_QUANTUM`] of them in turn, round after round, until none has
+    /// more, each has had [`BURST`], or the poll has used its [`SHM_POLL_BUDGET`]. Returns how
+    /// many were taken.
+    ///
+    /// So a client that floods its queue delays another client's request by at most a quantum
+    /// of its own messages, and the loop gets back to its sockets and timers within the budget
+    /// however many clients flood.
     pub(crate) fn poll_shm(&mut self) -> usize {
+        let capacity = self.shm.capacity();
+        if capacity == 0 {
+            return 0;
+        }
         let mut handled = 0;
         let mut buf = std::mem::take(&mut self.shm_buf);
-        for id in 0..self.shm.capacity() {
-            let mut burst = 0;
-            while burst < BURST {
-                match self.shm.recv(id, &mut buf) {
-                    Ok(true) => {
-                        burst += 1;
-                        self.handle_shm_message(id, &buf);
-                    }
-                    Ok(false) => break,
-                    Err(RecvError::Corrupt(e)) => {
-                        self.reap_shm(id, &format!("its queue is corrupt ({e})"));
-                        break;
-                    }
-                    Err(RecvError::HeapBusy { .. }) => {
-                        // The request stays queued; the channel is left alone until the
-                        // back-off passes (or dropped once it has waited for the stall
-                        // timeout).
-                        break;
-                    }
-                    Err(e) => {
-                        self.stats.malformed += 1;
-                        self.note_shm_bad(id, &e.to_string());
-                        if self.shm.bad_messages(id) > MAX_BAD_MESSAGES {
-                            self.stats.garbage_disconnects += 1;
-                            self.reap_shm(id, "it sent too many malformed messages");
-                            break;
-                        }
-                    }
+        let mut active = std::mem::take(&mut self.shm_active);
+        // Start one channel further each time, so the budget does not always cut off the same.
+        self.shm_cursor = (self.shm_cursor + 1) % capacity;
+        active.clear();
+        active.extend((0..capacity).map(|i| (self.shm_cursor + i) % capacity));
+        // The clock is read only once messages flow, never by an idle poll.
+        let mut started: Option<Instant> = None;
+        'rounds: for _ in 0..BURST / SHM_QUANTUM {
+            let mut kept = 0;
+            for k in 0..active.len() {
+                let id = active[k];
+                let (taken, more) = self.poll_channel(id, &mut buf);
+                handled += taken;
+                if more {
+                    active[kept] = id;
+                    kept += 1;
+                }
+                if taken > 0 && started.get_or_insert_with(Instant::now).elapsed() > SHM_POLL_BUDGET
+                {
+                    break 'rounds;
                 }
             }
-            if burst > 0 {
-                // The burst's replies go out together.
-                if let Err(e) = self.shm.flush_channel(id) {
-                    self.reap_shm(id, &format!("its replies cannot be delivered: {e}"));
-                }
-                handled += burst;
+            active.truncate(kept);
+            if active.is_empty() {
+                break;
             }
         }
         self.shm_buf = buf;
+        self.shm_active = active;
         if handled > 0 {
             self.last_shm_activity = Instant::now();
         }
         handled
+    }
+
+    /// Takes up to a quantum of channel `id`'s messages and publishes their replies; returns
+    /// how many it took and whether more may be waiting.
+    fn poll_channel(&mut self, id: ChannelId, buf: &mut Vec<u8>) -> (usize, bool) {
+        let mut taken = 0;
+        let mut more = true;
+        while taken < SHM_QUANTUM {
+            match self.shm.recv(id, buf) {
+                Ok(true) => {
+                    taken += 1;
+                    self.handle_shm_message(id, buf);
+                }
+                Ok(false) => {
+                    more = false;
+                    break;
+                }
+                Err(RecvError::Corrupt(e)) => {
+                    self.reap_shm(id, &format!("its queue is corrupt ({e})"));
+                    return (taken, false);
+                }
+                Err(RecvError::HeapBusy { .. }) => {
+                    // The request stays queued; the channel is left alone until the back-off
+                    // passes (or dropped once it has waited for the stall timeout).
+                    more = false;
+                    break;
+                }
+                Err(e) => {
+                    // A refused message counts against the quantum like any other.
+                    taken += 1;
+                    self.stats.malformed += 1;
+                    self.note_shm_bad(id, &e.to_string());
+                    if self.shm.bad_messages(id) > MAX_BAD_MESSAGES {
+                        self.stats.garbage_disconnects += 1;
+                        self.reap_shm(id, "it sent too many malformed messages");
+                        return (taken, false);
+                    }
+                }
+            }
+        }
+        if taken > 0 {
+            // The quantum's replies go out together.
+            if let Err(e) = self.shm.flush_channel(id) {
+                self.reap_shm(id, &format!("its replies cannot be delivered: {e}"));
+                return (taken, false);
+            }
+        }
+        (taken, more)
     }
 
     /// Polls the channels a little longer before going back to epoll (poll and spin modes).
@@ -696,6 +750,93 @@ impl Server {
         } = d
         {
             self.do_pivot(client, reply_id, context, size, configs);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vlibapi::msgs::memclnt::ControlPing;
+    use vlibapi::trace::Direction;
+    use vlibmemory::client::ShmLink;
+
+    /// A server on a socket in `dir`, and `n` registered private channels with their links.
+    fn server_with_channels(
+        dir: &vppinfra::testing::TempDir,
+        n: usize,
+    ) -> (Server, Vec<(ClientIndex, ShmLink)>) {
+        let mut server = Server::builder()
+            .socket_path(dir.join("api.sock"))
+            .log_level(crate::log::Level::Off)
+            .build()
+            .unwrap();
+        let pid = std::process::id();
+        let links = (0..n)
+            .map(|i| {
+                let socket = ClientIndex(0x8100_0000 | i as u32);
+                let (id, fds) = server.shm.create_private(socket, pid, 0, None).unwrap();
+                // The default wait policy (this crate does not name svm's types).
+                let link =
+                    ShmLink::from_pivot(fds.memfd, fds.doorbell, Default::default()).unwrap();
+                let index = server.shm.register(id, &format!("c{i}"), false).unwrap();
+                (index, link)
+            })
+            .collect();
+        (server, links)
+    }
+
+    fn ping(server: &Server, index: ClientIndex, context: u32) -> Vec<u8> {
+        let id = server.table().id(ControlPing::NAME_CRC).unwrap();
+        let msg = ControlPing {
+            client_index: index.0,
+            context,
+        };
+        wire::to_vec(&msg, id).unwrap()
+    }
+
+    #[test]
+    fn a_flooded_channel_delays_another_by_one_quantum_at_most() {
+        let dir = vppinfra::testing::TempDir::new("poll_shm_quantum");
+        let (mut server, mut links) = server_with_channels(&dir, 2);
+        server.dispatcher.trace_mut().set_enabled(true);
+        for round in 0..4 {
+            // Whichever channel the rotating start visits first, the single request of one
+            // client is handled within a quantum of the other's flood.
+            let (heavy, light) = if round % 2 == 0 { (0, 1) } else { (1, 0) };
+            for context in 1..=4 * BURST as u32 {
+                let flood = ping(&server, links[heavy].0, context);
+                links[heavy].1.send(&flood, Duration::from_secs(1)).unwrap();
+            }
+            let one = ping(&server, links[light].0, 0);
+            links[light].1.send(&one, Duration::from_secs(1)).unwrap();
+            server
+                .dispatcher
+                .trace_mut()
+                .ring_mut(Direction::Rx)
+                .clear();
+            let handled = server.poll_shm();
+            assert!(handled > 1 && handled <= 1 + BURST, "{handled}");
+            // The flood's messages handled before the single one (by context: the trace may
+            // record a message more than once).
+            let mut before = std::collections::BTreeSet::new();
+            for r in server.dispatcher.trace().ring(Direction::Rx).records() {
+                if r.client == links[light].0 {
+                    break;
+                }
+                before.insert(r.bytes.get(6..10).map(<[u8]>::to_vec));
+            }
+            assert!(
+                before.len() <= SHM_QUANTUM,
+                "round {round}: handled after {} of the flood",
+                before.len()
+            );
+            // Drain the rest of the flood and every reply before the next round.
+            while server.poll_shm() > 0 {}
+            let mut buf = Vec::new();
+            for (_, link) in links.iter_mut() {
+                while link.try_recv(&mut buf).unwrap() {}
+            }
         }
     }
 }
