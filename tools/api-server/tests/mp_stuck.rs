@@ -87,18 +87,18 @@ fn median_rtt(c: &mut SocketClient, n: usize) -> Duration {
 
 /// The resident set's largest value while `busy` runs, sampled every few milliseconds.
 fn peak_rss_during(pid: u32, busy: impl FnOnce()) -> u64 {
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = vppinfra::sync::AtomicBool::new(false);
     std::thread::scope(|s| {
         let sampler = s.spawn(|| {
             let mut peak = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(vppinfra::sync::Ordering::Relaxed) {
                 peak = peak.max(status_bytes(pid, "VmRSS"));
                 std::thread::sleep(Duration::from_millis(5));
             }
             peak
         });
         busy();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, vppinfra::sync::Ordering::Relaxed);
         sampler.join().unwrap()
     })
 }
