@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod chaos;
 mod fuzz;
 mod tidy;
 
@@ -29,6 +30,12 @@ cargo xtask <command> [args]
   fuzz [TARGET] [--time S] [--smoke]
                          cargo-fuzz targets on nightly, S seconds each (default 60; --smoke:
                          10); installs cargo-fuzz if missing; see fuzz/README.md
+  chaos [--clients N] [--seconds S] [--seed X] [--smoke] [--release] [--report]
+                         crash storm against a fresh server (tools/chaos): thousands of
+                         clients SIGKILLed at set points while survivors check their replies,
+                         then fds, segments, registrations, memory and probe latency must be
+                         as before (default 16 clients for 90 s; --smoke: 8 for 8 s); --report
+                         rewrites the results in RELIABILITY.md
   doc                    rustdoc with warnings as errors
   tidy                   layering, SAFETY comments, lint inheritance
   ci                     fmt, lint, tidy, test, doc; stops at the first failure
@@ -51,6 +58,7 @@ fn main() -> ExitCode {
         "mp" => mp(rest.first().map(String::as_str)),
         "bench" => bench::bench(rest),
         "fuzz" => fuzz::fuzz(rest),
+        "chaos" => chaos::chaos(rest),
         "doc" => doc(),
         "tidy" => tidy_cmd(),
         "ci" => ci(),
