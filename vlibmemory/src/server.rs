@@ -43,11 +43,13 @@ pub type ChannelId = usize;
 /// allocator's overhead for its buffer.
 pub const BACKLOG_ENTRY_COST: usize = 64;
 
-/// A client whose backlog holds more than this (or half its bound, if that is less) is not read
-/// from until the backlog has drained to half of it: a client that does not take its replies
-/// cannot make the server work for more of them. Its rings, reply queue and the batch held back
-/// already hold a few thousand replies before anything reaches the backlog, so a client that
-/// reads while it pipelines never gets here.
+/// Once a reply puts a client's backlog past this (or half its bound, if that is less), the
+/// client is not read from until one of its waiting replies has been delivered: a client that
+/// does not take its replies cannot make the server work for more of them, and the memory held
+/// for it stays within this plus one request's replies. Its rings, reply queue and the batch
+/// held back hold a few thousand replies before anything reaches the backlog; a client that
+/// takes replies, however slowly, is read again at each one it takes (it may be answering the
+/// server's own messages, keepalive pings, while it drains).
 pub const BACKLOG_PAUSE: usize = 64 << 10;
 
 /// Low bits of a client index that hold the epoch; the channel sits above them.
@@ -316,8 +318,10 @@ struct ServerChannel {
     /// While replies wait for the client (held back or in the backlog): since when none has
     /// been delivered.
     undelivered_since: Option<Instant>,
-    /// Not read from until the backlog drains (see [`BACKLOG_PAUSE`]).
-    paused: bool,
+    /// Waiting replies delivered so far (moved on from the batch held back or the backlog).
+    delivered: u64,
+    /// `delivered` when a reply last put the backlog past the pause threshold.
+    paused_at: Option<u64>,
     last_heard: Instant,
     unanswered_pings: u32,
     consumed_at_scan: u64,
@@ -326,6 +330,13 @@ struct ServerChannel {
     bad_messages: u64,
     /// Deleted, waiting for the client to take its last replies before the slot is recycled.
     closing: Option<Instant>,
+}
+
+impl ServerChannel {
+    /// Not read from for now (see [`BACKLOG_PAUSE`]).
+    fn paused(&self, pause_bytes: usize) -> bool {
+        self.backlog_bytes > pause_bytes && self.paused_at == Some(self.delivered)
+    }
 }
 
 /// How long a deleted channel waits for its client to take the last replies.
@@ -576,7 +587,8 @@ impl ShmServer {
             backlog: VecDeque::new(),
             backlog_bytes: 0,
             undelivered_since: None,
-            paused: false,
+            delivered: 0,
+            paused_at: None,
             last_heard: now,
             unanswered_pings: 0,
             consumed_at_scan: 0,
@@ -749,18 +761,12 @@ impl ShmServer {
     /// Takes the next message of channel `id` into `buf`. Any message counts as a sign of life
     /// (seen by the next keepalive scan).
     pub fn recv(&mut self, id: ChannelId, buf: &mut Vec<u8>) -> Result<bool, RecvError> {
-        let resume_below = self.pause_bytes() / 2;
+        let pause = self.pause_bytes();
         let Some(Some(ch)) = self.channels.get_mut(id) else {
             return Ok(false);
         };
-        if ch.closing.is_some() {
+        if ch.closing.is_some() || ch.paused(pause) {
             return Ok(false);
-        }
-        if ch.paused {
-            if ch.backlog_bytes > resume_below {
-                return Ok(false);
-            }
-            ch.paused = false;
         }
         // Signs of life are read from the receive count at the keepalive scan, not timed here:
         // no clock read per message.
@@ -780,10 +786,11 @@ impl ShmServer {
     /// True when channel `id` is not read from for now: its backlog is above the pause
     /// threshold, or a request of its waits for its heap lock.
     pub fn held(&self, id: ChannelId) -> bool {
+        let pause = self.pause_bytes();
         self.channels
             .get(id)
             .and_then(|c| c.as_ref())
-            .is_some_and(|c| c.paused || c.rx.heap_busy_since().is_some())
+            .is_some_and(|c| c.paused(pause) || c.rx.heap_busy_since().is_some())
     }
 
     /// True when some channel is held (see [`ShmServer::held`]): nothing tells the loop when
@@ -879,7 +886,7 @@ impl ShmServer {
         ch.backlog_bytes += cost;
         ch.backlog.push_back(msg.to_vec());
         if ch.backlog_bytes > pause {
-            ch.paused = true;
+            ch.paused_at = Some(ch.delivered);
         }
         Ok(())
     }
@@ -893,7 +900,12 @@ impl ShmServer {
     /// Publishes the replies channel `id` holds back (call it when a burst for it ends).
     pub fn flush_channel(&mut self, id: ChannelId) -> Result<(), ShmSendError> {
         match self.channels.get_mut(id) {
-            Some(Some(ch)) => ch.tx.flush().map_err(ShmSendError::Channel),
+            Some(Some(ch)) => {
+                let before = ch.tx.pending();
+                let r = ch.tx.flush().map_err(ShmSendError::Channel);
+                ch.delivered += before.saturating_sub(ch.tx.pending()) as u64;
+                r
+            }
             _ => Ok(()),
         }
     }
@@ -935,6 +947,7 @@ impl ShmServer {
                 ch.undelivered_since = Some(*now.get_or_insert_with(Instant::now));
             }
             self.backlog_moved |= after < before;
+            ch.delivered += before.saturating_sub(after) as u64;
         }
         failed
     }
@@ -999,12 +1012,13 @@ impl ShmServer {
     /// queue is corrupt (the next poll reports it); `Some(reliable)` otherwise: sleep, for at
     /// most a millisecond if `reliable` is false, then call [`ShmServer::finish_park`].
     pub fn prepare_park(&mut self) -> Option<bool> {
+        let pause = self.pause_bytes();
         let mut consumers: Vec<&mut svm::queue::Consumer> = self
             .channels
             .iter_mut()
             .flatten()
             // A held channel's waiting requests must not keep the loop awake.
-            .filter(|c| c.closing.is_none() && !c.paused && c.rx.heap_busy_since().is_none())
+            .filter(|c| c.closing.is_none() && !c.paused(pause) && c.rx.heap_busy_since().is_none())
             .map(|c| c.rx.queue_mut())
             .collect();
         svm::queue::prepare_park_all(&mut consumers).ok().flatten()
@@ -1358,7 +1372,9 @@ mod tests {
         let index = s.register(id, "flooder", true).unwrap();
         let mut buf = Vec::new();
         let reply = [7u8; 100];
-        // It keeps its queue full and never reads; the server answers every request it takes.
+        let cost = reply.len() + BACKLOG_ENTRY_COST;
+        // It keeps its queue full and never reads; the server answers every request it takes,
+        // until a reply puts the backlog past the threshold.
         let mut taken = 0;
         loop {
             while link.send(&[0, 1], Duration::ZERO).is_ok() {}
@@ -1373,26 +1389,29 @@ mod tests {
         assert!(s.held(id) && s.any_held());
         let held = s.info(id).unwrap().backlog;
         assert!(
-            held * (reply.len() + BACKLOG_ENTRY_COST)
-                <= BACKLOG_PAUSE + reply.len() + BACKLOG_ENTRY_COST,
+            held * cost <= BACKLOG_PAUSE + cost,
             "{held} replies held past the pause threshold"
         );
-        // Requests wait, untouched, while it is paused; the loop may sleep meanwhile.
+        // Its requests wait, untouched, and the loop may sleep meanwhile.
+        s.flush_backlogs();
         assert!(!s.recv(id, &mut buf).unwrap());
         assert!(
             s.prepare_park().is_some(),
             "a paused channel must not keep the loop awake"
         );
         s.finish_park();
-        // It drains: once its backlog is down to half the threshold it is read again.
-        let mut rounds = 0;
-        while !s.recv(id, &mut buf).unwrap() {
-            while link.try_recv(&mut buf).unwrap() {}
-            s.flush_backlogs();
-            rounds += 1;
-            assert!(rounds < 1000, "never resumed");
-        }
+        // One reply taken is enough: it is read again, until a reply past the threshold.
+        assert!(link.try_recv(&mut buf).unwrap());
+        s.flush_backlogs();
         assert!(!s.held(id));
+        assert!(s.recv(id, &mut buf).unwrap());
+        // (The client took a batch of offsets off its queue: a few replies moved on.)
+        let mut more = 0;
+        while !s.held(id) {
+            s.send(index, &reply).unwrap();
+            more += 1;
+            assert!(more <= 64, "not paused again");
+        }
     }
 
     #[test]
