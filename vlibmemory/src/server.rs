@@ -378,6 +378,8 @@ pub struct ShmServer {
     table: Vec<u8>,
     /// Whether the last `flush_backlogs` delivered anything that waited.
     backlog_moved: bool,
+    /// Ids of the channels there are (`channels[id]` is `Some`).
+    live: Vec<ChannelId>,
 }
 
 struct NamedSegment {
@@ -424,6 +426,7 @@ impl ShmServer {
             named: None,
             table,
             backlog_moved: false,
+            live: Vec::new(),
         };
         if let Some(named) = s.config.named.clone() {
             s.named = Some(s.create_named(&named)?);
@@ -459,16 +462,23 @@ impl ShmServer {
         if self.free.is_empty() && self.channels.len() >= MAX_CHANNELS {
             return None;
         }
-        let id = match self.free.pop() {
-            Some(id) => id,
+        // The lowest free id, so that the ids in use stay low and the table can shrink.
+        let lowest = (0..self.free.len()).min_by_key(|&at| self.free[at]);
+        let id = match lowest {
+            Some(at) => self.free.swap_remove(at),
             None => {
                 self.channels.push(None);
-                self.generations.push(0);
+                // Generations outlive a shrinking table: an index of a channel that was at
+                // this id before is still refused.
+                if self.generations.len() < self.channels.len() {
+                    self.generations.push(0);
+                }
                 self.channels.len() - 1
             }
         };
         self.generations[id] = self.generations[id].wrapping_add(1);
         self.channels[id] = Some(ch);
+        self.live.push(id);
         Some(id)
     }
 
@@ -993,9 +1003,17 @@ impl ShmServer {
             .any(|c| !c.backlog.is_empty() || c.tx.pending() > 0)
     }
 
-    /// Number of channel slots (some may be empty): channel ids are below it.
+    /// Number of channel slots (some may be empty): channel ids are below it. New channels take
+    /// the lowest free id and empty slots at the end are given back, so it follows the highest
+    /// id in use; [`ShmServer::live_channels`] lists the channels there are.
     pub fn capacity(&self) -> usize {
         self.channels.len()
+    }
+
+    /// The ids of the channels there are now, in no particular order: polling them costs what
+    /// there is, not what there once was.
+    pub fn live_channels(&self) -> &[ChannelId] {
+        &self.live
     }
 
     /// Calls `f` with every registered client index.
@@ -1048,6 +1066,19 @@ impl ShmServer {
         // mapping and may still read it.
         let _ = ch.tx.flush();
         self.free.push(id);
+        if let Some(at) = self.live.iter().position(|&l| l == id) {
+            self.live.swap_remove(at);
+        }
+        // Empty slots at the end go: what the loop scans every turn is what there is, not the
+        // most there ever were.
+        let before = self.channels.len();
+        while matches!(self.channels.last(), Some(None)) {
+            self.channels.pop();
+        }
+        if self.channels.len() < before {
+            let len = self.channels.len();
+            self.free.retain(|&f| f < len);
+        }
         let origin = ch.origin;
         let registration = ch.registration.clone();
         drop(ch);
@@ -1253,8 +1284,59 @@ mod tests {
         link.recv(&mut buf, Duration::from_secs(1)).unwrap();
         assert_eq!(buf, [9, 9]);
         assert_eq!(s.channels_of_socket(ClientIndex(0x8100_0000)), vec![id]);
+        assert_eq!(s.live_channels(), [id]);
         assert!(s.remove(id).is_some());
         assert_eq!(s.channel_of(index), None);
+        assert!(s.live_channels().is_empty());
+        assert_eq!(s.capacity(), 0, "the table shrinks back");
+        // The next channel at that id has another index: the old one stays refused.
+        let (again, fds) = s
+            .create_private(ClientIndex(0x8100_0000), 1, 0, None)
+            .unwrap();
+        assert_eq!(again, id);
+        let _link = ShmLink::from_pivot(fds.memfd, fds.doorbell, WaitPolicy::Poll).unwrap();
+        let index2 = s.register(again, "client", true).unwrap();
+        assert_ne!(index2, index);
+        assert_eq!(s.channel_of(index), None);
+        assert_eq!(s.channel_of(index2), Some(again));
+    }
+
+    #[test]
+    fn the_channel_table_follows_what_there_is_not_what_there_was() {
+        let mut s = server(None);
+        let pid = std::process::id();
+        let mut ids: Vec<ChannelId> = (0..20)
+            .map(|i| {
+                s.create_private(ClientIndex(0x8100_0100 + i), pid, 0, None)
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        assert_eq!(s.capacity(), 20);
+        // A storm passes: all but two go, in no particular order.
+        let keep = [ids[3], ids[7]];
+        ids.retain(|id| !keep.contains(id));
+        for (i, id) in ids.iter().enumerate() {
+            if i % 2 == 0 {
+                s.remove(*id);
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            if i % 2 == 1 {
+                s.remove(*id);
+            }
+        }
+        assert_eq!(s.capacity(), 8, "up to the highest id in use");
+        let mut live = s.live_channels().to_vec();
+        live.sort_unstable();
+        assert_eq!(live, keep);
+        // New channels fill the lowest holes first.
+        let next = s
+            .create_private(ClientIndex(0x8100_0200), pid, 0, None)
+            .unwrap()
+            .0;
+        assert_eq!(next, 0);
+        assert_eq!(s.capacity(), 8);
     }
 
     #[test]

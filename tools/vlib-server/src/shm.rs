@@ -50,17 +50,21 @@ impl Server {
     /// of its own messages, and the loop gets back to its sockets and timers within the budget
     /// however many clients flood.
     pub(crate) fn poll_shm(&mut self) -> usize {
-        let capacity = self.shm.capacity();
-        if capacity == 0 {
+        let live = self.shm.live_channels();
+        let n = live.len();
+        if n == 0 {
             return 0;
         }
         let mut handled = 0;
         let mut buf = std::mem::take(&mut self.shm_buf);
         let mut active = std::mem::take(&mut self.shm_active);
         // Start one channel further each time, so the budget does not always cut off the same.
-        self.shm_cursor = (self.shm_cursor + 1) % capacity;
+        // Only the channels there are now are visited: a storm's high-water mark of channels
+        // must not slow every later poll down.
+        self.shm_cursor = (self.shm_cursor + 1) % n;
         active.clear();
-        active.extend((0..capacity).map(|i| (self.shm_cursor + i) % capacity));
+        active.extend_from_slice(&live[self.shm_cursor..]);
+        active.extend_from_slice(&live[..self.shm_cursor]);
         // The clock is read only once messages flow, never by an idle poll.
         let mut started: Option<Instant> = None;
         'rounds: for _ in 0..BURST / SHM_QUANTUM {
@@ -141,10 +145,15 @@ impl Server {
 
     /// Polls the channels a little longer before going back to epoll (poll and spin modes).
     pub(crate) fn spin_shm(&mut self) -> usize {
+        let start = Instant::now();
         for _ in 0..SPIN_ROUNDS {
             let n = self.poll_shm();
             if n > 0 {
                 return n;
+            }
+            // Many idle channels make each round long: the sockets are not kept waiting.
+            if start.elapsed() > SHM_POLL_BUDGET {
+                break;
             }
             std::hint::spin_loop();
         }
