@@ -224,7 +224,6 @@ fn storm(args: &RunArgs) -> Result<Results, String> {
         server_bin.display()
     );
     let mut server = start_server(&server_bin)?;
-    warm_up(&server, clients)?;
     let mut probes = Probes {
         socket: connect(&server.socket, "chaos-probe")?,
         shm: {
@@ -234,7 +233,10 @@ fn storm(args: &RunArgs) -> Result<Results, String> {
             c
         },
     };
+    // The probe's reference is the fresh server's: whatever clients it has had since must not
+    // slow it down for good.
     r.probe_before = probe(&mut probes)?;
+    warm_up(&server, clients)?;
     r.before = snapshot(&server, &mut probes)?;
     eprintln!("chaos: before: {:?}, probe {:?}", r.before, r.probe_before);
 
@@ -343,7 +345,7 @@ fn storm(args: &RunArgs) -> Result<Results, String> {
     }
     let failed_victims = std::fs::read_to_string(&victims_log).unwrap_or_default();
     for line in failed_victims.lines().take(5) {
-        eprintln!("chaos: {line}");
+        r.violations.push(format!("a storm client said: {line}"));
     }
     let _ = probes.socket.disconnect();
     let _ = probes.shm.disconnect();
@@ -693,7 +695,7 @@ fn judge(r: &mut Results) {
     if failed > 0 {
         r.violations.push(format!(
             "{failed} storm clients failed before their kill point (the server refused or \
-             dropped them; see victims.log lines above)"
+             dropped them; their first words follow)"
         ));
     }
     let killed: u64 = r.points.iter().map(|p| p.killed).sum();
