@@ -914,8 +914,17 @@ impl Server {
         if timeout != Some(Duration::ZERO) {
             self.histogram.record(now.elapsed());
         }
+        // Shared-memory clients are polled between socket events too, once the events have
+        // taken longer than a poll's budget: a turn with much socket work (accepts, pivots,
+        // large dumps) must not keep them waiting for all of it.
+        let mut polled = Instant::now();
         for &(token, r) in ready.iter() {
             self.on_ready(token, r);
+            if polled.elapsed() > crate::shm::SHM_POLL_BUDGET && !self.shm.is_empty() {
+                self.flush_outputs();
+                self.poll_shm();
+                polled = Instant::now();
+            }
         }
         // Socket replies leave before the loop turns to shared memory, whose polling may use
         // the rest of its time budget.

@@ -38,7 +38,7 @@ const SPIN_ROUNDS: u32 = 64;
 const SHM_QUANTUM: usize = 8;
 /// Time one poll of the channels may take before the loop looks at its sockets and timers
 /// again (checked after each quantum).
-const SHM_POLL_BUDGET: Duration = Duration::from_micros(20);
+pub(crate) const SHM_POLL_BUDGET: Duration = Duration::from_micros(20);
 
 impl Server {
     /// Handles the messages waiting in the channels, round-robin: every channel that has
@@ -58,16 +58,18 @@ impl Server {
         let mut handled = 0;
         let mut buf = std::mem::take(&mut self.shm_buf);
         let mut active = std::mem::take(&mut self.shm_active);
-        // Start one channel further each time, so the budget does not always cut off the same.
         // Only the channels there are now are visited: a storm's high-water mark of channels
-        // must not slow every later poll down.
-        self.shm_cursor = (self.shm_cursor + 1) % n;
+        // must not slow every later poll down. The round-robin goes on where the last poll's
+        // budget cut it off, so that every channel's turn comes however many are busy.
+        let start = self.shm_cursor % n;
         active.clear();
-        active.extend_from_slice(&live[self.shm_cursor..]);
-        active.extend_from_slice(&live[..self.shm_cursor]);
+        active.extend_from_slice(&live[start..]);
+        active.extend_from_slice(&live[..start]);
+        // Where the next poll starts: one further if this one gets through its first round.
+        let mut next = start + 1;
         // The clock is read only once messages flow, never by an idle poll.
         let mut started: Option<Instant> = None;
-        'rounds: for _ in 0..BURST / SHM_QUANTUM {
+        'rounds: for round in 0..BURST / SHM_QUANTUM {
             let mut kept = 0;
             for k in 0..active.len() {
                 let id = active[k];
@@ -79,6 +81,9 @@ impl Server {
                 }
                 if taken > 0 && started.get_or_insert_with(Instant::now).elapsed() > SHM_POLL_BUDGET
                 {
+                    if round == 0 {
+                        next = start + k + 1;
+                    }
                     break 'rounds;
                 }
             }
@@ -87,6 +92,7 @@ impl Server {
                 break;
             }
         }
+        self.shm_cursor = next % n;
         self.shm_buf = buf;
         self.shm_active = active;
         if handled > 0 {
@@ -802,6 +808,43 @@ mod tests {
             context,
         };
         wire::to_vec(&msg, id).unwrap()
+    }
+
+    #[test]
+    fn when_many_flood_each_gets_its_turn_within_a_few_polls() {
+        let dir = vppinfra::testing::TempDir::new("poll_shm_rotation");
+        let n = 12;
+        let (mut server, mut links) = server_with_channels(&dir, n);
+        for (index, link) in links.iter_mut() {
+            for context in 1..=400 {
+                let msg = ping(&server, *index, context);
+                link.send(&msg, Duration::from_secs(1)).unwrap();
+            }
+        }
+        // Which channels each poll served, from the replies each client has got.
+        let mut served = vec![0usize; n];
+        let mut gaps = vec![0usize; n];
+        let mut longest = 0;
+        let mut buf = Vec::new();
+        for _ in 0..40 {
+            server.poll_shm();
+            for (i, (_, link)) in links.iter_mut().enumerate() {
+                let mut got = 0;
+                while link.try_recv(&mut buf).unwrap() {
+                    got += 1;
+                }
+                served[i] += got;
+                gaps[i] = if got > 0 { 0 } else { gaps[i] + 1 };
+                longest = longest.max(gaps[i]);
+            }
+        }
+        // A poll serves at least two channels before its time budget can end it, and the next
+        // one goes on from there: nobody waits for half the ring's worth of polls.
+        assert!(
+            longest <= n / 2,
+            "a channel waited {longest} polls for its turn; served: {served:?}"
+        );
+        assert!(served.iter().all(|&s| s > 0), "{served:?}");
     }
 
     #[test]
