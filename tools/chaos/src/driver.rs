@@ -58,6 +58,10 @@ pub(crate) struct RunArgs {
     /// Also write the results as a Markdown block to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Only the kill points whose name starts with one of these (comma-separated prefixes,
+    /// `sock`, `pivot`, `named` or whole names; default: all).
+    #[arg(long, value_delimiter = ',')]
+    points: Vec<String>,
 }
 
 /// The server under test.
@@ -245,13 +249,21 @@ fn storm(args: &RunArgs) -> Result<Results, String> {
     let victims_log = server.dir.join("victims.log");
     let log_file = std::fs::File::create(&victims_log).map_err(|e| format!("victims log: {e}"))?;
     let mut rng = Rng(seed | 1);
+    let chosen: Vec<usize> = (0..POINTS.len())
+        .filter(|&i| {
+            args.points.is_empty() || args.points.iter().any(|p| POINTS[i].name.starts_with(p))
+        })
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!("no kill point matches {:?}", args.points));
+    }
     let mut running: Vec<Victim> = Vec::new();
     let start = Instant::now();
     let length = Duration::from_secs_f64(seconds);
     let mut last_note = start;
     while start.elapsed() < length || !running.is_empty() {
         while start.elapsed() < length && running.len() < clients {
-            let point = rng.below(POINTS.len() as u64) as usize;
+            let point = chosen[rng.below(chosen.len() as u64) as usize];
             let child = Command::new(&me)
                 .arg("victim")
                 .arg(POINTS[point].name)
