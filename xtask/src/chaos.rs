@@ -20,7 +20,7 @@ pub(crate) fn chaos(args: &[String]) -> Result {
             "--release" => release = true,
             "--report" => report = true,
             "--smoke" => pass.push(a.clone()),
-            "--clients" | "--seconds" | "--seed" => {
+            "--clients" | "--seconds" | "--seed" | "--points" => {
                 let v = it.next().ok_or(format!("{a} needs a value"))?;
                 pass.push(a.clone());
                 pass.push(v.clone());
@@ -28,7 +28,7 @@ pub(crate) fn chaos(args: &[String]) -> Result {
             other => {
                 return Err(format!(
                     "chaos: unknown argument `{other}` (--clients N, --seconds S, --seed X, \
-                     --smoke, --release, --report)"
+                     --points P,..., --smoke, --release, --report)"
                 ));
             }
         }

@@ -30,7 +30,8 @@ cargo xtask <command> [args]
   fuzz [TARGET] [--time S] [--smoke]
                          cargo-fuzz targets on nightly, S seconds each (default 60; --smoke:
                          10); installs cargo-fuzz if missing; see fuzz/README.md
-  chaos [--clients N] [--seconds S] [--seed X] [--smoke] [--release] [--report]
+  chaos [--clients N] [--seconds S] [--seed X] [--points P,...] [--smoke] [--release]
+        [--report]
                          crash storm against a fresh server (tools/chaos): thousands of
                          clients SIGKILLed at set points while survivors check their replies,
                          then fds, segments, registrations, memory and probe latency must be
