@@ -394,7 +394,10 @@ fn spawn_role(role: &str, arg: &str) -> Child {
 }
 
 fn start_server(sock: &PathBuf, extra: &[&str]) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_api-server"))
+    // VLIB_BENCH_SERVER: another build of the server to measure (an A/B against this one).
+    let server = std::env::var_os("VLIB_BENCH_SERVER")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_api-server").into());
+    let child = Command::new(server)
         .arg("--socket")
         .arg(sock)
         .args(["--log-level", "warn"])

@@ -233,7 +233,10 @@ fn raw_pipelined(s: &mut UnixStream, n: u64) {
 }
 
 fn start_server(sock: &Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_api-server"))
+    // VLIB_BENCH_SERVER: another build of the server to measure (an A/B against this one).
+    let server = std::env::var_os("VLIB_BENCH_SERVER")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_api-server").into());
+    let child = Command::new(server)
         .arg("--socket")
         .arg(sock)
         .args(["--log-level", "warn"])
