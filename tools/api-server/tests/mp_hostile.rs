@@ -491,15 +491,6 @@ fn spawn_hostile(test: &str, role: &str, path: &str) -> testing::TestChild {
     child
 }
 
-/// Count of memfd segments mapped by `pid`.
-fn memfd_maps(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("/memfd:"))
-        .count()
-}
-
 /// Runs `role` against a server while two well-behaved clients measure, then checks everything
 /// the module docs promise.
 fn run_hostile(test: &str, role: &str, name: &str, server_args: &[&str]) {
@@ -525,7 +516,7 @@ fn run_against(test: &str, role: &str, name: &str, server_args: &[&str], offende
         ping(&mut sock);
     }
     let fds_before = support::fd_count(server.pid());
-    let maps_before = memfd_maps(server.pid());
+    let maps_before = support::memfd_maps(server.pid());
     let registrations_before = sock
         .dump::<_, vlib_api::ApiClientDetails>(&vlib_api::ApiClientDump::default())
         .unwrap()
@@ -633,13 +624,13 @@ fn run_against(test: &str, role: &str, name: &str, server_args: &[&str], offende
             fresh.dump(&vlib_api::ApiClientDump::default()).unwrap();
         listed.len() == registrations_before + 1
             && support::fd_count(server.pid()) <= fds_before + 1
-            && memfd_maps(server.pid()) == maps_before
+            && support::memfd_maps(server.pid()) == maps_before
     });
     assert!(
         settled,
         "left behind: {} fds (before {fds_before} + 1), {} memfd maps (before {maps_before}):\n{}",
         support::fd_count(server.pid()),
-        memfd_maps(server.pid()),
+        support::memfd_maps(server.pid()),
         cli(&mut fresh, "show api clients")
     );
     if let Some(first) = reaped.first() {

@@ -242,7 +242,7 @@ fn mp_an_index_from_before_a_restart_is_refused_and_counted() {
         )
         .unwrap();
         // An old index can only equal the new one by the epoch's chance (same channel, same
-        // 7-bit epoch); any other old index must be refused.
+        // 12-bit epoch); any other old index must be refused.
         if index != new_index {
             refused += 1;
         }

@@ -57,15 +57,6 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / per_second)
 }
 
-/// Count of memfd segments mapped by `pid`.
-fn memfd_maps(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("/memfd:"))
-        .count()
-}
-
 fn registrations(c: &mut SocketClient) -> usize {
     c.dump::<_, vlib_api::ApiClientDetails>(&vlib_api::ApiClientDump::default())
         .unwrap()
@@ -152,7 +143,7 @@ fn stuck_scenario(
     let mut good = server.client("good");
     let rtt_before = median_rtt(&mut good, 500);
     let regs_before = registrations(&mut good);
-    let maps_before = memfd_maps(pid);
+    let maps_before = support::memfd_maps(pid);
     let fds_before = support::fd_count(pid);
     let rss_before = status_bytes(pid, "VmRSS");
     let mut figures = None;
@@ -198,7 +189,7 @@ fn stuck_scenario(
     assert_eq!(ping(&mut good).vpe_pid, pid);
     let settled = testing::wait_until(Duration::from_secs(5), || {
         registrations(&mut good) == regs_before
-            && memfd_maps(pid) == maps_before
+            && support::memfd_maps(pid) == maps_before
             && support::fd_count(pid) <= fds_before
     });
     assert!(
@@ -206,7 +197,7 @@ fn stuck_scenario(
         "left behind: {} registrations (before {regs_before}), {} memfd maps (before \
          {maps_before}), {} fds (before {fds_before}):\n{}",
         registrations(&mut good),
-        memfd_maps(pid),
+        support::memfd_maps(pid),
         support::fd_count(pid),
         cli(&mut good, "show api clients")
     );

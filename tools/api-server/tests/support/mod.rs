@@ -77,6 +77,15 @@ pub fn cli(c: &mut SocketClient, cmd: &str) -> String {
     r.reply
 }
 
+/// Count of memfd segments mapped by `pid`.
+pub fn memfd_maps(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("/memfd:"))
+        .count()
+}
+
 /// Number of open fds of process `pid`.
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
