@@ -126,7 +126,7 @@ mod loom_tests {
                     continue;
                 }
                 let i = u64::from_ne_bytes(elem) as usize;
-                got.push(ring.payload[i].with(|p| unsafe_free_read(p)));
+                got.push(ring.payload[i].with(unsafe_free_read));
                 free_buffer(&ring.in_use[i]);
             }
             producer.join().unwrap();

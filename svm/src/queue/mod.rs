@@ -884,6 +884,7 @@ impl Consumer {
     }
 
     /// Re-reads the producer's index after an announcement: true when the queue is empty.
+    #[cfg(not(loom))]
     fn still_empty(&mut self) -> Result<bool, QueueCorrupt> {
         let tail = self.mem.header().tail.0.load(Ordering::Acquire);
         let available = checked_occupancy(tail, self.head, self.capacity)?;
