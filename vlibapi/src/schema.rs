@@ -484,19 +484,27 @@ impl Module {
             return Err(shape("document", "an object"));
         }
         let mut crc_missing = Vec::new();
+        // VPP's `get_api_json` repeats imported types in a document (flow.api carries
+        // `address` twice): an exact repeat is the same type and is kept once; a different
+        // definition under the same name stays a duplicate for `check` to refuse.
+        fn push_new<T: PartialEq>(list: &mut Vec<T>, def: T) {
+            if !list.contains(&def) {
+                list.push(def);
+            }
+        }
         for (i, t) in list(doc, "types")?.iter().enumerate() {
             let (name, fields, _) = read_def(t, &format!("types[{i}]"))?;
-            m.types.push(StructDef { name, fields });
+            push_new(&mut m.types, StructDef { name, fields });
         }
         for (i, t) in list(doc, "unions")?.iter().enumerate() {
             let (name, fields, _) = read_def(t, &format!("unions[{i}]"))?;
-            m.unions.push(UnionDef { name, fields });
+            push_new(&mut m.unions, UnionDef { name, fields });
         }
         for (i, t) in list(doc, "enums")?.iter().enumerate() {
-            m.enums.push(read_enum(t, &format!("enums[{i}]"))?);
+            push_new(&mut m.enums, read_enum(t, &format!("enums[{i}]"))?);
         }
         for (i, t) in list(doc, "enumflags")?.iter().enumerate() {
-            m.enumflags.push(read_enum(t, &format!("enumflags[{i}]"))?);
+            push_new(&mut m.enumflags, read_enum(t, &format!("enumflags[{i}]"))?);
         }
         if let Some(aliases) = doc.get("aliases") {
             let members = aliases
@@ -1485,6 +1493,27 @@ mod tests {
         assert_eq!(message_min_size(&m, a), 2 + 4 + 4 + 8 + 16 + 1);
         assert_eq!(field_offset(&m, a, "context"), Some(6));
         assert_eq!(field_offset(&m, b, "retval"), Some(6));
+    }
+
+    #[test]
+    fn an_exact_repeat_of_a_type_is_one_type_and_a_different_one_is_refused() {
+        // As in VPP's flow.api document, which lists imported types twice.
+        let repeated = r#"{
+            "types": [["address", ["u8", "af"], ["u8", "un", 16]],
+                      ["address", ["u8", "af"], ["u8", "un", 16]]],
+            "enums": [["af", ["IP4", 0], ["IP6", 1], {"enumtype": "u8"}],
+                      ["af", ["IP4", 0], ["IP6", 1], {"enumtype": "u8"}]],
+            "messages": [["m", ["u16", "_vl_msg_id"], ["u32", "context"],
+                          ["vl_api_address_t", "a"]]]
+        }"#;
+        let m = Module::from_json_text("flow", repeated).unwrap();
+        assert_eq!(m.types.len(), 1);
+        assert_eq!(m.enums.len(), 1);
+        let conflicting = repeated.replacen(r#"["u8", "un", 16]"#, r#"["u8", "un", 4]"#, 1);
+        assert!(matches!(
+            Module::from_json_text("flow", &conflicting),
+            Err(SchemaLoadError::Duplicate { kind: "type", .. })
+        ));
     }
 
     #[test]

@@ -205,14 +205,30 @@ impl Api {
         let mut schema = Schema::new();
         let mut module_names = Vec::new();
         for (index, d) in docs.iter().enumerate() {
-            let name = modules
-                .get(index)
-                .map_or_else(|| format!("module{index}"), |m| m.name.clone());
+            // VPP's documents name themselves (`"module": "flow"`); ours are named by
+            // `api_versions`, in the same order.
+            let name = d
+                .get("module")
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+                .or_else(|| modules.get(index).map(|m| m.name.clone()))
+                .unwrap_or_else(|| format!("module{index}"));
             let mut m = Module::from_json(&name, d)
                 .map_err(|error| ApiLoadError::Schema { index, error })?;
             restore_host_order(&mut m, builtin.schema());
             module_names.push(name);
             schema.push(m);
+        }
+        // VPP's `get_api_json` leaves memclnt out (its clients compile it in): so do we.
+        if schema.message("control_ping").is_none() {
+            if let Some(m) = builtin
+                .schema()
+                .modules()
+                .iter()
+                .find(|m| m.name == "memclnt")
+            {
+                schema.push(m.clone());
+            }
         }
         Ok(Self::index(schema, table.into_iter().collect(), modules))
     }
@@ -547,6 +563,49 @@ pub(crate) mod tests {
             api.decode(&bytes[..5]),
             Err(MessageDecodeError::Bad { .. })
         ));
+    }
+
+    /// Two documents shaped as real VPP's `get_api_json` returns them: each names itself, one
+    /// repeats an imported type, and memclnt is not among them.
+    const VPP_SHAPED: &str = r#"[
+        {"module": "ip_types", "types": [["address", ["u8", "af"], ["u8", "un", 16]]],
+         "messages": [], "services": {}, "options": {"version": "3.0.0"}},
+        {"module": "flow",
+         "types": [["address", ["u8", "af"], ["u8", "un", 16]],
+                   ["address", ["u8", "af"], ["u8", "un", 16]]],
+         "messages": [
+            ["flow_probe", ["u16", "_vl_msg_id"], ["u32", "client_index"], ["u32", "context"],
+             ["vl_api_address_t", "a"], {"crc": "0x11111111"}],
+            ["flow_probe_reply", ["u16", "_vl_msg_id"], ["u32", "context"], ["i32", "retval"],
+             {"crc": "0x22222222"}]],
+         "services": {"flow_probe": {"reply": "flow_probe_reply"}},
+         "options": {"version": "1.0.0"}}
+    ]"#;
+
+    #[test]
+    fn a_vpp_shaped_api_loads_with_memclnt_built_in() {
+        let core = MessageTable::with_core();
+        let ping = core.schema().message("control_ping").unwrap().name_crc();
+        let ping_reply = core
+            .schema()
+            .message("control_ping_reply")
+            .unwrap()
+            .name_crc();
+        let table = vec![
+            (10u16, ping.clone()),
+            (11, ping_reply),
+            (600, "flow_probe_11111111".to_owned()),
+            (601, "flow_probe_22222222".to_owned()),
+        ];
+        // VPP answers api_versions with no modules over the socket.
+        let api = Api::load(table, VPP_SHAPED, &[]).unwrap();
+        let names: Vec<&str> = api.modules().iter().map(|m| m.name.as_str()).collect();
+        assert!(names.starts_with(&["ip_types", "flow"]), "{names:?}");
+        assert_eq!(api.by_name("flow_probe").unwrap().module, "flow");
+        assert_eq!(api.by_name("flow_probe").unwrap().id, 600);
+        assert_eq!(api.id_of("control_ping"), Some(10));
+        assert_eq!(api.by_name("control_ping").unwrap().id, 10);
+        assert_eq!(api.by_name("control_ping").unwrap().module, "memclnt");
     }
 
     #[test]

@@ -182,6 +182,8 @@ pub(crate) struct Fake {
     dead: bool,
     /// Requests the fake server received, by message id.
     pub(crate) received: Vec<u16>,
+    /// Set once the client closed the connection (said goodbye).
+    pub(crate) closed: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl Fake {
@@ -193,6 +195,7 @@ impl Fake {
             flushes_left: None,
             dead: false,
             received: Vec::new(),
+            closed: Default::default(),
         }
     }
 
@@ -270,6 +273,7 @@ impl Transport for Fake {
     }
 
     fn close(self: Box<Self>) -> Result<(), TransportError> {
+        self.closed.set(true);
         self.check()
     }
 }

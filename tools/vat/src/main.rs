@@ -36,8 +36,8 @@ Transports (`exec show api clients` lists them as socket, socket+shm, shm):
   connection to shared memory; a connection moves once.
 
 Exit status (one-shot and scripts): 0 if every command succeeded, 1 if any failed (a non-zero
-retval, an unknown message, a parse error, a timeout), 2 if the server could not be reached or
-went away. Interactive sessions exit 0 unless the server went away.";
+retval, an unknown message, a parse error, a timeout), 2 if vat could not connect (no server,
+or its API could not be loaded) or the server went away. Interactive sessions exit 0 unless the server went away.";
 
 /// The API test tool: send any message the server publishes, script it, time it.
 #[derive(Debug, Parser)]

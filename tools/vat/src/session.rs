@@ -469,10 +469,20 @@ impl Session {
     pub fn over(conn: Box<dyn Transport>, timeout: Duration) -> Result<Session, SessionError> {
         let table = conn.message_table();
         let id_of = |name_crc: &str| table.iter().find(|(_, n)| n == name_crc).map(|(id, _)| *id);
-        let ping = id_of(memclnt::ControlPing::NAME_CRC)
-            .ok_or(SessionError::Missing(memclnt::ControlPing::NAME))?;
-        let ping_reply = id_of(memclnt::ControlPingReply::NAME_CRC)
-            .ok_or(SessionError::Missing(memclnt::ControlPingReply::NAME))?;
+        let (ping, ping_reply) = match (
+            id_of(memclnt::ControlPing::NAME_CRC),
+            id_of(memclnt::ControlPingReply::NAME_CRC),
+        ) {
+            (Some(ping), Some(reply)) => (ping, reply),
+            (ping, _) => {
+                let _ = conn.close();
+                return Err(SessionError::Missing(if ping.is_none() {
+                    memclnt::ControlPing::NAME
+                } else {
+                    memclnt::ControlPingReply::NAME
+                }));
+            }
+        };
         let mut link = Link {
             conn,
             next_context: 1,
@@ -481,6 +491,20 @@ impl Session {
             ping,
             ping_reply,
         };
+        match Session::load_api(&mut link, table) {
+            Ok(api) => Ok(Session { link, api }),
+            Err(e) => {
+                // Registered but unusable: say goodbye rather than vanish (a client that
+                // closes its socket without sockclnt_delete can leave a VPP spinning on it).
+                let _ = link.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// The bootstrap after registration: module names from `api_versions`, the schema from
+    /// `get_api_json`.
+    fn load_api(link: &mut Link, table: Vec<(u16, String)>) -> Result<Api, SessionError> {
         let versions: memclnt::ApiVersionsReply =
             link.bootstrap(&table, memclnt::ApiVersions::default(), |r, ci, ctx| {
                 r.client_index = ci;
@@ -503,8 +527,7 @@ impl Session {
                 r.client_index = ci;
                 r.context = ctx;
             })?;
-        let api = Api::load(table, &json.json, &modules).map_err(SessionError::Api)?;
-        Ok(Session { link, api })
+        Api::load(table, &json.json, &modules).map_err(SessionError::Api)
     }
 }
 
@@ -513,6 +536,20 @@ mod tests {
     use super::*;
     use crate::fake::{CLIENT, Fake};
     use vppinfra::unformat::Input;
+
+    #[test]
+    fn a_session_that_cannot_load_the_api_says_goodbye() {
+        // The server goes away between api_versions and get_api_json.
+        let fake = Fake::new().hang_up_after(1);
+        let closed = fake.closed.clone();
+        assert!(Session::over(Box::new(fake), Duration::from_millis(50)).is_err());
+        assert!(closed.get(), "the connection was dropped without a goodbye");
+        let fake = Fake::new();
+        let closed = fake.closed.clone();
+        let s = Session::over(Box::new(fake), Duration::from_millis(50)).expect("session");
+        assert!(!closed.get());
+        drop(s);
+    }
 
     fn session() -> Session {
         Session::over(Box::new(Fake::new()), Duration::from_millis(50)).expect("session")
