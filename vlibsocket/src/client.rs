@@ -236,6 +236,9 @@ pub struct SocketClient {
     reply_ids: Vec<bool>,
     /// Reused for every received message.
     rx_buf: Vec<u8>,
+    /// A pivot request is out: the socket is read a frame at a time, never into the fds that
+    /// follow the reply.
+    pivoting: bool,
     names: Vec<Option<String>>,
     index: u32,
     next_context: u32,
@@ -283,6 +286,7 @@ impl SocketClient {
             type_ids: std::cell::RefCell::default(),
             reply_ids: Vec::new(),
             rx_buf: Vec::with_capacity(256),
+            pivoting: false,
             names: Vec::new(),
             index: 0,
             next_context: 1,
@@ -376,6 +380,7 @@ impl SocketClient {
             type_ids: std::cell::RefCell::default(),
             reply_ids: Vec::new(),
             rx_buf: Vec::with_capacity(256),
+            pivoting: false,
             names: Vec::new(),
             index: 0,
             next_context: 1,
@@ -438,8 +443,10 @@ impl SocketClient {
             configs,
             ..Default::default()
         };
-        let reply: memclnt::SockInitShmReply = self.request(&req)?;
-        let _ = reply;
+        self.pivoting = true;
+        let reply = self.request::<_, memclnt::SockInitShmReply>(&req);
+        self.pivoting = false;
+        reply?;
         self.finish_pivot()
     }
 
@@ -450,7 +457,10 @@ impl SocketClient {
             requested_size: segment_size,
             ..Default::default()
         };
-        let _: memfd::MemfdSegmentCreateReply = self.request(&req)?;
+        self.pivoting = true;
+        let reply = self.request::<_, memfd::MemfdSegmentCreateReply>(&req);
+        self.pivoting = false;
+        reply?;
         self.finish_pivot()
     }
 
@@ -761,7 +771,12 @@ impl SocketClient {
                 return Ok(false);
             }
         }
-        match self.reader.read_from(fd) {
+        let read = if self.pivoting {
+            self.reader.read_from_exact(fd)
+        } else {
+            self.reader.read_from(fd)
+        };
+        match read {
             Ok(ReadOutcome::Data(_)) | Ok(ReadOutcome::WouldBlock) => {}
             Ok(ReadOutcome::Eof) => return Err(ClientError::ServerGone),
             Err(e) => return Err(e.into()),

@@ -168,6 +168,34 @@ impl FrameReader {
         }
     }
 
+    /// Reads once from `fd`, but never past the end of the next frame (its header first):
+    /// for the moment when the bytes after a frame carry file descriptors, which a plain read
+    /// reaching them would silently drop (the pivot reply, then the segment's fds).
+    pub fn read_from_exact(&mut self, fd: impl AsFd) -> Result<ReadOutcome, Errno> {
+        let want = match self.peek_len() {
+            Some(len) => len.saturating_sub(self.buffered()),
+            None if self.buffered() < HEADER_LEN => HEADER_LEN - self.buffered(),
+            // An oversized announcement: next_frame reports it; nothing more is read.
+            None => 0,
+        };
+        if want == 0 {
+            return Ok(ReadOutcome::Data(0));
+        }
+        self.reserve(want);
+        loop {
+            match nix::unistd::read(fd.as_fd(), &mut self.buf[self.end..self.end + want]) {
+                Ok(0) => return Ok(ReadOutcome::Eof),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(ReadOutcome::Data(n));
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(ReadOutcome::WouldBlock),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// True when [`FrameReader::next_frame`] would return a frame or an error now.
     pub fn frame_ready(&self) -> bool {
         if self.buffered() < HEADER_LEN {
@@ -425,6 +453,44 @@ mod tests {
         assert_eq!(r.next_frame(), Ok(None));
         r.push(&[4]);
         assert_eq!(r.next_frame(), Ok(Some(&[1u8, 2, 3, 4][..])));
+    }
+
+    /// A frame, then five bytes carrying an fd (as the server sends after a pivot reply):
+    /// the reader's end and the fd's file.
+    fn frame_then_fd() -> (UnixStream, std::fs::File) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        std::io::Write::write_all(&mut &b, &frame(&[0, 7, 1, 2, 3])).unwrap();
+        let carried = std::fs::File::open("/dev/null").unwrap();
+        vppinfra::socket::send_with_fds(&b, b"fdmsg", &[carried.as_fd()]).unwrap();
+        (a, carried)
+    }
+
+    #[test]
+    fn an_exact_read_stops_at_the_end_of_the_frame_and_leaves_the_fds_in_the_socket() {
+        let (a, _carried) = frame_then_fd();
+        let mut r = FrameReader::new(1 << 20);
+        while !r.frame_ready() {
+            r.read_from_exact(&a).unwrap();
+        }
+        assert_eq!(r.next_frame().unwrap(), Some(&[0u8, 7, 1, 2, 3][..]));
+        let mut buf = [0u8; 5];
+        let (n, fds) = vppinfra::socket::recv_with_fds(&a, &mut buf, 1).unwrap();
+        assert_eq!((n, &buf, fds.len()), (5, b"fdmsg", 1), "the fds survived");
+
+        // Byte by byte as well: each read asks for what the frame still lacks, no more.
+        let (a, _carried) = frame_then_fd();
+        let mut r = FrameReader::new(1 << 20);
+        assert_eq!(
+            r.read_from_exact(&a).unwrap(),
+            ReadOutcome::Data(HEADER_LEN)
+        );
+        assert!(!r.frame_ready());
+        assert_eq!(r.read_from_exact(&a).unwrap(), ReadOutcome::Data(5));
+        assert!(r.frame_ready());
+        assert_eq!(r.read_from_exact(&a).unwrap(), ReadOutcome::Data(0));
+        let (n, fds) = vppinfra::socket::recv_with_fds(&a, &mut buf, 1).unwrap();
+        assert_eq!((n, fds.len()), (5, 1));
     }
 
     #[test]
