@@ -261,22 +261,11 @@ pub struct SocketClient {
 }
 
 impl SocketClient {
-    /// Connects with default options.
-    pub fn connect(path: impl AsRef<Path>, name: &str) -> Result<Self, ClientError> {
-        Self::connect_with(path, &ClientOptions::new(name))
-    }
-
-    /// Connects, registers with `sockclnt_create` and loads the message table.
-    #[doc(alias = "vl_socket_client_connect")]
-    pub fn connect_with(path: impl AsRef<Path>, opts: &ClientOptions) -> Result<Self, ClientError> {
-        let path = path.as_ref().to_path_buf();
-        let fd = socket::connect(&path).map_err(|error| ClientError::Connect {
-            path: path.clone(),
-            error,
-        })?;
-        let mut c = Self {
-            fd: Some(fd),
-            link: Link::Socket,
+    /// A client on `link` (and the socket `fd`, if any), nothing registered yet.
+    fn new(fd: Option<OwnedFd>, link: Link, path: PathBuf, opts: &ClientOptions) -> Self {
+        Self {
+            fd,
+            link,
             name: opts.name.clone(),
             shm_wait: opts.shm_wait,
             reader: FrameReader::new(opts.max_message_len),
@@ -302,7 +291,23 @@ impl SocketClient {
             path,
             pending_error: None,
             socket_index: None,
-        };
+        }
+    }
+
+    /// Connects with default options.
+    pub fn connect(path: impl AsRef<Path>, name: &str) -> Result<Self, ClientError> {
+        Self::connect_with(path, &ClientOptions::new(name))
+    }
+
+    /// Connects, registers with `sockclnt_create` and loads the message table.
+    #[doc(alias = "vl_socket_client_connect")]
+    pub fn connect_with(path: impl AsRef<Path>, opts: &ClientOptions) -> Result<Self, ClientError> {
+        let path = path.as_ref().to_path_buf();
+        let fd = socket::connect(&path).map_err(|error| ClientError::Connect {
+            path: path.clone(),
+            error,
+        })?;
+        let mut c = Self::new(Some(fd), Link::Socket, path, opts);
         c.set_timeout(opts.timeout)?;
         let create = memclnt::SockclntCreate {
             context: 0xfeed_face,
@@ -368,38 +373,11 @@ impl SocketClient {
             .transpose()?
             .map(|r| r.message_table)
             .unwrap_or_default();
-        let mut c = Self {
-            fd: None,
-            link: Link::Shm(Box::new(link)),
-            name: opts.name.clone(),
-            shm_wait: opts.shm_wait,
-            reader: FrameReader::new(opts.max_message_len),
-            out: Vec::with_capacity(4096),
-            scratch: Vec::with_capacity(256),
-            ids: HashMap::new(),
-            type_ids: std::cell::RefCell::default(),
-            reply_ids: Vec::new(),
-            rx_buf: Vec::with_capacity(256),
-            pivoting: false,
-            names: Vec::new(),
-            index: 0,
-            next_context: 1,
-            timeout: opts.timeout,
-            parked: FastMap::default(),
-            in_flight: FastMap::default(),
-            events: VecDeque::new(),
-            ping_id: None,
-            ping_reply_id: None,
-            keepalive_id: None,
-            keepalive_reply_id: None,
-            pings_answered: 0,
-            path: PathBuf::from(format!(
-                "/dev/shm/{}",
-                prefix.map_or("vpe-api".to_owned(), |p| format!("{p}-vpe-api"))
-            )),
-            pending_error: None,
-            socket_index: None,
-        };
+        let path = PathBuf::from(format!(
+            "/dev/shm/{}",
+            prefix.map_or("vpe-api".to_owned(), |p| format!("{p}-vpe-api"))
+        ));
+        let mut c = Self::new(None, Link::Shm(Box::new(link)), path, opts);
         c.load_table(table);
         c.register_shm()?;
         Ok(c)
