@@ -634,7 +634,11 @@ struct ShmTx {
 
 impl ShmTx {
     fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
-        let (sender, timeout) = (&mut self.sender, self.timeout);
+        self.send_within(msg, self.timeout)
+    }
+
+    fn send_within(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        let sender = &mut self.sender;
         let r = match &self.sigpipe {
             Some(shield) => shield.run(|| sender.send(msg, timeout)),
             None => sender.send(msg, timeout),
@@ -980,6 +984,11 @@ pub struct Connection {
     /// IDs of `memclnt_keepalive` and its reply, when the server's table has them.
     keepalive: Option<(u16, u16)>,
     pings_answered: AtomicU64,
+    /// Contexts of keepalive pings whose replies found no room yet, in order: a receive never
+    /// blocks on a server that waits for it to take messages before it reads again.
+    pongs: Mutex<VecDeque<u32>>,
+    /// `pongs` is not empty (checked without the lock on every receive).
+    pongs_waiting: AtomicBool,
     /// The socket, for `shutdown`; `None` when attached by name.
     socket: Option<Arc<OwnedFd>>,
     /// Set by [`Connection::shutdown`] and once the server is known to be gone: shared-memory
@@ -1087,6 +1096,8 @@ impl Connection {
             socket_index: socket.is_some().then_some(index),
             keepalive,
             pings_answered: AtomicU64::new(0),
+            pongs: Mutex::new(VecDeque::new()),
+            pongs_waiting: AtomicBool::new(false),
             socket,
             closed: AtomicBool::new(false),
             name: opts.name.clone(),
@@ -1371,6 +1382,8 @@ impl Connection {
     #[doc(alias = "vl_client_disconnect")]
     pub fn close(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        // Replies to the server's pings go before the goodbye.
+        let _ = self.flush_pongs(true);
         let on_shm = matches!(&*lock(&self.tx), Tx::Shm(_));
         let mut confirmed = true;
         if on_shm {
@@ -1536,19 +1549,77 @@ impl Connection {
     }
 
     #[doc(alias = "vl_api_memclnt_keepalive_t_handler")]
+    /// Answers a keepalive ping without blocking: a reply that finds the server's queue full
+    /// waits, in order, for the next receive to send it (the server may be waiting for this
+    /// client to take its messages before it reads again).
     fn answer_keepalive(&self, context: u32) -> Result<(), SendError> {
+        if self.keepalive.is_none() {
+            return Ok(());
+        }
+        let mut pongs = lock(&self.pongs);
+        pongs.push_back(context);
+        self.send_pongs(&mut pongs, false)
+    }
+
+    /// Sends the keepalive replies that wait, if any (`block`: each may wait for room up to
+    /// the send timeout).
+    fn flush_pongs(&self, block: bool) -> Result<(), SendError> {
+        if !self.pongs_waiting.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.send_pongs(&mut lock(&self.pongs), block)
+    }
+
+    fn send_pongs(&self, pongs: &mut VecDeque<u32>, block: bool) -> Result<(), SendError> {
         let Some((_, reply_id)) = self.keepalive else {
+            pongs.clear();
             return Ok(());
         };
-        let reply = memclnt::MemclntKeepaliveReply { context, retval: 0 };
-        let mut msg = [0u8; 10];
-        msg[..2].copy_from_slice(&reply_id.to_be_bytes());
-        msg[2..6].copy_from_slice(&reply.context.to_be_bytes());
-        msg[6..10].copy_from_slice(&reply.retval.to_be_bytes());
-        debug_assert_eq!(reply.encoded_len(), msg.len());
-        self.send(&msg)?;
-        self.pings_answered.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let mut result = Ok(());
+        while let Some(&context) = pongs.front() {
+            let reply = memclnt::MemclntKeepaliveReply { context, retval: 0 };
+            let mut msg = [0u8; 10];
+            msg[..2].copy_from_slice(&reply_id.to_be_bytes());
+            msg[2..6].copy_from_slice(&reply.context.to_be_bytes());
+            msg[6..10].copy_from_slice(&reply.retval.to_be_bytes());
+            debug_assert_eq!(reply.encoded_len(), msg.len());
+            let sent = if block {
+                self.send(&msg).map(|()| true)
+            } else {
+                self.try_send(&msg)
+            };
+            match sent {
+                Ok(true) => {
+                    pongs.pop_front();
+                    self.pings_answered.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.pongs_waiting
+            .store(!pongs.is_empty(), Ordering::Release);
+        result
+    }
+
+    /// Sends `msg` if there is room now: false (nothing sent) when the shared-memory rings or
+    /// queue are full. On the socket, as [`Connection::send`].
+    fn try_send(&self, msg: &[u8]) -> Result<bool, SendError> {
+        check_len(msg.len())?;
+        let mut tx = lock(&self.tx);
+        if let Tx::Shm(s) = &mut *tx {
+            self.check_open()?;
+            return match s.send_within(msg, Duration::ZERO) {
+                Ok(()) => Ok(true),
+                Err(SendError::Timeout) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        drop(tx);
+        self.send(msg).map(|()| true)
     }
 }
 
@@ -1667,9 +1738,22 @@ impl RxGuard<'_> {
         let deadline = wait.deadline();
         let conn = self.conn;
         loop {
-            let next = self.rx.next(deadline, &conn.wake, &conn.closed);
+            conn.flush_pongs(false).map_err(RecvError::Keepalive)?;
+            // Replies still waiting are retried every millisecond, messages or not.
+            let retry = conn
+                .pongs_waiting
+                .load(Ordering::Acquire)
+                .then(|| Instant::now() + Duration::from_millis(1));
+            let slice = match (deadline, retry) {
+                (Some(d), Some(r)) => Some(d.min(r)),
+                (d, r) => d.or(r),
+            };
+            let next = self.rx.next(slice, &conn.wake, &conn.closed);
             let msg = match next {
                 Ok(Some(m)) => m,
+                Ok(None) if slice != deadline && deadline.is_none_or(|d| Instant::now() < d) => {
+                    continue;
+                }
                 Ok(None) => return Ok(None),
                 Err(e) => {
                     if e == RecvError::ServerGone {
