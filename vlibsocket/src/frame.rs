@@ -153,19 +153,7 @@ impl FrameReader {
             Some(len) if len > self.buffered() => (len - self.buffered()).max(READ_CHUNK),
             _ => READ_CHUNK,
         };
-        self.reserve(want);
-        loop {
-            match nix::unistd::read(fd.as_fd(), &mut self.buf[self.end..]) {
-                Ok(0) => return Ok(ReadOutcome::Eof),
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(ReadOutcome::Data(n));
-                }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Ok(ReadOutcome::WouldBlock),
-                Err(e) => return Err(e),
-            }
-        }
+        self.read_at_most(fd, want, usize::MAX)
     }
 
     /// Reads once from `fd`, but never past the end of the next frame (its header first):
@@ -181,9 +169,20 @@ impl FrameReader {
         if want == 0 {
             return Ok(ReadOutcome::Data(0));
         }
-        self.reserve(want);
+        self.read_at_most(fd, want, want)
+    }
+
+    /// One read into room for `reserve` bytes, taking at most `limit` of them.
+    fn read_at_most(
+        &mut self,
+        fd: impl AsFd,
+        reserve: usize,
+        limit: usize,
+    ) -> Result<ReadOutcome, Errno> {
+        self.reserve(reserve);
+        let end = self.buf.len().min(self.end.saturating_add(limit));
         loop {
-            match nix::unistd::read(fd.as_fd(), &mut self.buf[self.end..self.end + want]) {
+            match nix::unistd::read(fd.as_fd(), &mut self.buf[self.end..end]) {
                 Ok(0) => return Ok(ReadOutcome::Eof),
                 Ok(n) => {
                     self.end += n;
