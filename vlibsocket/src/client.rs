@@ -260,6 +260,15 @@ pub struct SocketClient {
     socket_index: Option<u32>,
 }
 
+/// A private segment's fds, as the server sends them after a pivot reply.
+#[derive(Debug)]
+pub struct SegmentFds {
+    /// The segment.
+    pub memfd: OwnedFd,
+    /// Its doorbell (an eventfd the client rings for the server).
+    pub doorbell: OwnedFd,
+}
+
 impl SocketClient {
     /// A client on `link` (and the socket `fd`, if any), nothing registered yet.
     fn new(fd: Option<OwnedFd>, link: Link, path: PathBuf, opts: &ClientOptions) -> Self {
@@ -412,6 +421,7 @@ impl SocketClient {
         segment_size: u32,
         ring_config: Option<&ChannelConfig>,
     ) -> Result<(), ClientError> {
+        self.check_can_pivot()?;
         let configs = ring_config
             .map(ChannelConfig::to_vpp_items)
             .unwrap_or_default();
@@ -421,11 +431,8 @@ impl SocketClient {
             configs,
             ..Default::default()
         };
-        self.pivoting = true;
-        let reply = self.request::<_, memclnt::SockInitShmReply>(&req);
-        self.pivoting = false;
-        reply?;
-        self.finish_pivot()
+        let fds = self.segment_fds::<_, memclnt::SockInitShmReply>(&req)?;
+        self.attach_pivot(fds)
     }
 
     /// The same pivot through the originating change's `memfd_segment_create`.
@@ -435,31 +442,34 @@ impl SocketClient {
             requested_size: segment_size,
             ..Default::default()
         };
+        let fds = self.segment_fds::<_, memfd::MemfdSegmentCreateReply>(&req)?;
+        self.attach_pivot(fds)
+    }
+
+    /// The first half of [`SocketClient::pivot`], for tools and tests that attach by hand:
+    /// asks for a private segment of `segment_size` bytes (0: the server's default) and
+    /// returns its memfd and doorbell; the connection stays on the socket, unregistered on
+    /// shared memory.
+    pub fn request_segment(&mut self, segment_size: u32) -> Result<SegmentFds, ClientError> {
+        self.check_can_pivot()?;
+        let req = memclnt::SockInitShm {
+            requested_size: segment_size,
+            ..Default::default()
+        };
+        self.segment_fds::<_, memclnt::SockInitShmReply>(&req)
+    }
+
+    /// Sends a pivot request and receives the fds that follow its reply.
+    fn segment_fds<Req: Message, Rep: Message>(
+        &mut self,
+        req: &Req,
+    ) -> Result<SegmentFds, ClientError> {
+        // A frame at a time until the reply: a read past it would take the fd message.
         self.pivoting = true;
-        let reply = self.request::<_, memfd::MemfdSegmentCreateReply>(&req);
+        let reply = self.request::<Req, Rep>(req);
         self.pivoting = false;
         reply?;
-        self.finish_pivot()
-    }
-
-    /// A connection pivots once, from the socket.
-    fn check_can_pivot(&self) -> Result<(), ClientError> {
-        match (&self.link, &self.fd) {
-            (Link::Socket, Some(_)) => Ok(()),
-            (Link::Socket, None) => Err(ClientError::NoSocket),
-            (Link::Shm(_), _) => Err(ClientError::Handshake(
-                "already on shared memory: a connection pivots once".into(),
-            )),
-        }
-    }
-
-    fn finish_pivot(&mut self) -> Result<(), ClientError> {
-        if !matches!(self.link, Link::Socket) {
-            return Err(ClientError::Handshake("already on shared memory".into()));
-        }
         let fd = self.fd.as_ref().ok_or(ClientError::NoSocket)?;
-        // The server sends the fds only once our read of the reply has emptied its send queue;
-        // nothing may be read from the socket before this receive, or the fds would be lost.
         let deadline = Instant::now() + self.timeout;
         let mut buf = [0u8; 5];
         let fds = loop {
@@ -476,11 +486,28 @@ impl SocketClient {
             }
         };
         let mut fds = fds.into_iter();
-        let (Some(memfd), Some(doorbell)) = (fds.next(), fds.next()) else {
-            return Err(ClientError::Handshake(
+        match (fds.next(), fds.next()) {
+            (Some(memfd), Some(doorbell)) => Ok(SegmentFds { memfd, doorbell }),
+            _ => Err(ClientError::Handshake(
                 "expected a memfd and a doorbell".into(),
-            ));
-        };
+            )),
+        }
+    }
+
+    /// A connection pivots once, from the socket.
+    fn check_can_pivot(&self) -> Result<(), ClientError> {
+        match (&self.link, &self.fd) {
+            (Link::Socket, Some(_)) => Ok(()),
+            (Link::Socket, None) => Err(ClientError::NoSocket),
+            (Link::Shm(_), _) => Err(ClientError::Handshake(
+                "already on shared memory: a connection pivots once".into(),
+            )),
+        }
+    }
+
+    /// The second half of a pivot: attaches to the segment and registers over it.
+    fn attach_pivot(&mut self, fds: SegmentFds) -> Result<(), ClientError> {
+        let SegmentFds { memfd, doorbell } = fds;
         let link = ShmLink::from_pivot(memfd, doorbell, self.shm_wait).map_err(ClientError::Shm)?;
         let socket_index = self.index;
         self.link = Link::Shm(Box::new(link));

@@ -222,16 +222,8 @@ struct RawLink {
 
 fn raw_link(sock: &Path, wait: WaitPolicy) -> RawLink {
     let mut socket = SocketClient::connect(sock, "bare").unwrap();
-    let _: memclnt::SockInitShmReply = socket
-        .request(&memclnt::SockInitShm {
-            requested_size: 16 << 20,
-            ..Default::default()
-        })
-        .unwrap();
-    let mut five = [0u8; 5];
-    let (_, fds) = vppinfra::socket::recv_with_fds(socket.fd().unwrap(), &mut five, 2).unwrap();
-    let mut fds = fds.into_iter();
-    let mut link = ShmLink::from_pivot(fds.next().unwrap(), fds.next().unwrap(), wait).unwrap();
+    let fds = socket.request_segment(16 << 20).unwrap();
+    let mut link = ShmLink::from_pivot(fds.memfd, fds.doorbell, wait).unwrap();
     let create_id = socket.msg_id(memclnt::MemclntCreateV2::NAME_CRC).unwrap();
     let create = memclnt::MemclntCreateV2 {
         name: "bare".into(),

@@ -87,16 +87,8 @@ impl ByHand {
     /// Connects, pivots to a segment of `size` bytes, registers as `name`.
     fn pivot(path: &str, name: &str, size: u32) -> Option<Self> {
         let mut socket = SocketClient::connect(path, name).ok()?;
-        let _: memclnt::SockInitShmReply = socket
-            .request(&memclnt::SockInitShm {
-                requested_size: size,
-                ..Default::default()
-            })
-            .ok()?;
-        let mut buf = [0u8; 5];
-        let (_, fds) = vppinfra::socket::recv_with_fds(socket.fd()?, &mut buf, 2).ok()?;
-        let mut fds = fds.into_iter();
-        let (memfd, doorbell) = (fds.next()?, fds.next()?);
+        let vlibsocket::client::SegmentFds { memfd, doorbell } =
+            socket.request_segment(size).ok()?;
         let mut link = ShmLink::from_pivot(
             memfd.try_clone().ok()?,
             doorbell.try_clone().ok()?,

@@ -191,15 +191,7 @@ fn mp_other_uids_are_kept_out_by_file_mode_and_allow_list() {
 fn mp_private_segments_are_sealed() {
     let server = ServerProc::start("mp_perm_sealed", &[]);
     let mut c = server.client("sealer");
-    let _: memclnt::SockInitShmReply = c
-        .request(&memclnt::SockInitShm {
-            requested_size: 1 << 20,
-            ..Default::default()
-        })
-        .unwrap();
-    let mut buf = [0u8; 5];
-    let (_, fds) = vppinfra::socket::recv_with_fds(c.fd().unwrap(), &mut buf, 2).unwrap();
-    let memfd = fds.into_iter().next().expect("the segment's memfd");
+    let memfd = c.request_segment(1 << 20).unwrap().memfd;
     let size = std::fs::File::from(memfd.try_clone().unwrap())
         .metadata()
         .unwrap()

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use support::{ServerProc, cli};
 use vlibapi::msgs::memclnt;
 use vlibapi::wire::{self, Message};
-use vlibsocket::client::{ClientError, ClientOptions, SocketClient, TransportKind};
+use vlibsocket::client::{ClientError, ClientOptions, SegmentFds, SocketClient, TransportKind};
 use vppinfra::testing::{self, TempDir};
 
 fn prefix(tag: &str) -> String {
@@ -166,16 +166,7 @@ fn mp_sigkill_every_client_sees_server_gone_and_the_next_server_replaces_the_lef
 /// Pivots `c` by hand (keeping the fds for a raw link) and registers over shared memory;
 /// returns the link and the new index.
 fn raw_pivot(c: &mut SocketClient) -> (vlibmemory::client::ShmLink, u32) {
-    let _: memclnt::SockInitShmReply = c
-        .request(&memclnt::SockInitShm {
-            requested_size: 1 << 20,
-            ..Default::default()
-        })
-        .unwrap();
-    let mut buf = [0u8; 5];
-    let (_, fds) = vppinfra::socket::recv_with_fds(c.fd().unwrap(), &mut buf, 2).unwrap();
-    let mut fds = fds.into_iter();
-    let (memfd, doorbell) = (fds.next().unwrap(), fds.next().unwrap());
+    let SegmentFds { memfd, doorbell } = c.request_segment(1 << 20).unwrap();
     let mut link = vlibmemory::client::ShmLink::from_pivot(
         memfd,
         doorbell,

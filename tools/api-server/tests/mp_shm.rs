@@ -366,17 +366,7 @@ fn mp_hostile_client_scribbling_its_segment_cannot_hurt_others() {
 fn scribbler(path: &str) {
     use svm::segment::{AttachOptions, Segment};
     let mut c = SocketClient::connect(path, "scribbler").unwrap();
-    let _: memclnt::SockInitShmReply = c
-        .request(&memclnt::SockInitShm {
-            requested_size: 1 << 20,
-            ..Default::default()
-        })
-        .unwrap();
-    let mut buf = [0u8; 5];
-    let (_, fds) = vppinfra::socket::recv_with_fds(c.fd().unwrap(), &mut buf, 2).unwrap();
-    let mut fds = fds.into_iter();
-    let memfd = fds.next().unwrap();
-    let doorbell = fds.next().unwrap();
+    let vlibsocket::client::SegmentFds { memfd, doorbell } = c.request_segment(1 << 20).unwrap();
     // Register properly through a link over copies of the fds, so the server knows a name.
     let mut link = vlibmemory::client::ShmLink::from_pivot(
         memfd.try_clone().unwrap(),
